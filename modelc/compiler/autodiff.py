@@ -1,0 +1,63 @@
+"""Reverse-mode differentiation over the IR, and the optimizer step after it.
+
+The forward graph plus one VJP per op, in reverse order, gives the gradient of
+the loss for every parameter; each parameter then gets one update op that
+writes it and its optimizer state in place. The result is one training graph:
+forward, loss, backward, update.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from modelc.compiler.emitter import Emitter
+from modelc.compiler.ir import Graph, Value
+from modelc.compiler.primitives import PRIMITIVES, UPDATE_STATE
+
+
+def gradients(graph: Graph, loss: Value, emit: Emitter) -> dict[int, Value]:
+    """Emit the backward pass of `graph` for scalar `loss`; returns value id -> gradient."""
+    needs = {p.id for p in graph.params}
+    for op in graph.ops:
+        if any(v.id in needs for v in op.inputs):
+            needs.update(v.id for v in op.outputs)
+    grads: dict[int, Value] = {loss.id: emit("constant", name=f"d.{loss.name}", value=1.0)}
+    for op in reversed(list(graph.ops)):
+        out_grads = [grads.get(v.id) for v in op.outputs]
+        if out_grads[0] is None or not any(v.id in needs for v in op.inputs):
+            continue
+        rule = PRIMITIVES[op.prim].vjp
+        if rule is None:
+            raise AssertionError(f"no gradient rule for {op.prim}")
+        emit.loc = op.loc
+        before = len(emit.graph.ops)
+        input_grads = rule(emit, op, out_grads)
+        fresh = {v.id for new in emit.graph.ops[before:] for v in new.outputs}
+        for value, grad in zip(op.inputs, input_grads):
+            if grad is None or value.id not in needs:
+                continue
+            if grad.id in fresh and not grad.name.startswith("d."):
+                emit.taken.discard(grad.name)
+                grad.name = emit.fresh(f"d.{value.name}")
+            if value.id in grads:
+                grads[value.id] = emit("add", grads[value.id], grad, name=f"d.{value.name}")
+            else:
+                grads[value.id] = grad
+    return grads
+
+
+def training_graph(forward: Graph, loss: Value, update: str, options: dict) -> Graph:
+    """forward + backward + one in-place `update` op per parameter."""
+    graph = replace(forward, name="train", ops=list(forward.ops), state=[])
+    emit = Emitter(graph)
+    grads = gradients(forward, loss, emit)
+    step = next(v for v in graph.inputs if v.name == "step")
+    emit.loc = None
+    for param in graph.params:
+        grad = grads.get(param.id)
+        if grad is None:
+            continue
+        state = [Value(f"{param.name}.{kind}", "f32", param.shape, "state")
+                 for kind in UPDATE_STATE[update]]
+        graph.state.extend(state)
+        emit.emit_op(update, (param, grad, *state, step), dict(options), writes=(param, *state))
+    return graph

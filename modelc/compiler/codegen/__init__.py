@@ -1,0 +1,67 @@
+"""Backends: one per target, all behind the `Backend` interface.
+
+A backend is made from a `Program` and runs its three graphs over whole data
+sets. The runtime owns the parameters on the host and the batch order (so
+every target sees the same batches); a backend may keep its own copies (the
+cuda target keeps everything on the device) and syncs on `load_state` /
+`read_state`. Results come back as sums over samples of each output (loss
+first, then the metrics), in float64: per epoch, not per batch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from modelc.errors import ModelcError
+
+TARGETS = ("cpu", "numpy", "cuda")
+
+
+class Backend:
+    """The interface every target implements."""
+    name = "?"
+
+    def __init__(self, program):
+        self.program = program
+
+    # state -------------------------------------------------------------
+    def load_state(self, params: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def read_state(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    # data --------------------------------------------------------------
+    def upload(self, x: np.ndarray, y: np.ndarray | None = None):
+        """Make a data set resident for this target (float32 x, int64/float32 y)."""
+        return (x, y)
+
+    # running -----------------------------------------------------------
+    def train(self, data, order: np.ndarray, batch_size: int, first_batch: int, last_batch: int,
+              step: int) -> np.ndarray:
+        """Train on batches [first_batch, last_batch) of `order`; batch b holds samples
+        order[b*batch_size : (b+1)*batch_size] and is update number step + (b - first_batch).
+        Returns the sums over samples of [loss, *metrics]."""
+        raise NotImplementedError
+
+    def evaluate(self, data, batch_size: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, data, batch_size: int) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def kernel_launches_per_step(self) -> int | None:
+        return None
+
+
+def get_backend(target: str, program) -> Backend:
+    if target == "numpy":
+        from modelc.compiler.codegen.numpy_target import NumpyBackend
+        return NumpyBackend(program)
+    if target == "cpu":
+        from modelc.compiler.codegen.cpu import CpuBackend
+        return CpuBackend(program)
+    if target == "cuda":
+        from modelc.compiler.codegen.cuda import CudaBackend
+        return CudaBackend(program)
+    raise ModelcError(f"unknown target '{target}'", hint="choose one of: " + ", ".join(TARGETS))

@@ -1,0 +1,202 @@
+"""The shapes every data source returns, and the small conversions they share.
+
+Sources differ in where bytes come from; what they hand to the runtime is
+always the same: float32 C-contiguous features and either int64 class
+indices or float32 targets, so the compiled model never has to guess.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelc.errors import ModelcError, SpecError
+from modelc.grammar import ast
+
+
+@dataclass
+class Dataset:
+    """One split: `x` float32 (n, *sample_shape); `y` int64 (n,) labels or float32 targets."""
+    x: np.ndarray
+    y: np.ndarray
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        # Normalise here so arrays a Python user builds by hand obey the same contract.
+        self.x = np.ascontiguousarray(self.x, dtype=np.float32)
+        y = np.asarray(self.y)
+        if y.dtype.kind in "iu":
+            y = y.astype(np.int64, copy=False)
+        else:
+            y = y.astype(np.float32, copy=False)
+        self.y = np.ascontiguousarray(y)
+        if self.x.ndim == 0 or self.y.ndim == 0 or len(self.x) != len(self.y):
+            raise ModelcError(
+                f"data set {self.name or '(unnamed)'}: features have shape {self.x.shape} but "
+                f"labels have shape {self.y.shape}; both need the same number of samples first")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        return tuple(self.y.shape[1:])
+
+
+@dataclass
+class Splits:
+    """The training split and, when the source has one, its own held-out test split."""
+    train: Dataset
+    test: Dataset | None = None
+
+
+@dataclass
+class LoadContext:
+    """What a source's loader may use besides its options: folders, verbosity, blame."""
+    call: ast.Call
+    params: list = field(default_factory=list)
+    data_dir: str | None = None
+    base_dir: str | None = None
+    quiet: bool = False
+
+    def say(self, message: str) -> None:
+        """Progress notes go to stderr so stdout stays clean for results."""
+        if not self.quiet:
+            print(f"modelc: {message}", file=sys.stderr, flush=True)
+
+    def resolve(self, path: str) -> Path:
+        """Relative paths are relative to the spec's folder, not to where modelc runs."""
+        p = Path(os.path.expanduser(path))
+        if not p.is_absolute() and self.base_dir:
+            p = Path(self.base_dir) / p
+        return p
+
+    def arg_pos(self, name: str) -> ast.Pos:
+        return arg_pos(self.call, self.params, name)
+
+    def fail(self, arg: str | None, message: str, hint: str | None = None) -> ModelcError:
+        """An error about an option: located at it when the call came from a spec file."""
+        pos = self.arg_pos(arg) if arg else self.call.pos
+        if pos.line > 0:
+            return SpecError(message, pos, hint=hint)
+        return ModelcError(message, hint)
+
+
+def arg_pos(call: ast.Call, params: list, name: str) -> ast.Pos:
+    """Where option `name` was written (keyword or positional), else the call itself."""
+    for arg in call.keywords:
+        if arg.key.name == name:
+            return arg.value.pos if arg.value.pos.line else arg.pos
+    names = [p.name for p in params]
+    if name in names:
+        index = names.index(name)
+        positional = call.positional
+        if index < len(positional):
+            return positional[index].value.pos if positional[index].value.pos.line else positional[index].pos
+    return call.pos
+
+
+def scaled(a: np.ndarray, scale: float) -> np.ndarray:
+    """float32 features `a * scale`, rounded once from float64.
+
+    For bytes a 256-entry table gives exactly what `x.astype('float32') / 255`
+    gives in Keras for scale=1/255, without a 60000x784 float64 temporary.
+    """
+    a = np.asarray(a)
+    if a.dtype == np.uint8:
+        table = (np.arange(256, dtype=np.float64) * scale).astype(np.float32)
+        return np.ascontiguousarray(table[a])
+    if a.dtype == np.int8:
+        table = (np.arange(-128, 128, dtype=np.float64) * scale).astype(np.float32)
+        return np.ascontiguousarray(table[a.astype(np.int16) + 128])
+    if a.dtype.kind not in "biuf":
+        raise ModelcError(f"features must be numbers, not {a.dtype}")
+    if scale == 1.0:
+        return np.ascontiguousarray(a, dtype=np.float32)
+    return np.ascontiguousarray(np.multiply(a, scale, dtype=np.float64).astype(np.float32))
+
+
+def check_labels(y: np.ndarray, classes: int, where: str) -> None:
+    """Raise if a class label lies outside [0, classes), naming the first offender and its index."""
+    y = np.asarray(y)
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            i = np.unravel_index(int(np.argmax(bad)), y.shape)
+            raise ModelcError(f"{where}: label {y[i]!r} at index {_index(i)} is not a whole number",
+                              "class labels must be integers 0..classes-1")
+    elif y.dtype.kind not in "iub":
+        raise ModelcError(f"{where}: labels must be whole numbers, not {y.dtype}")
+    bad = (y < 0) | (y >= classes)
+    if bad.any():
+        i = np.unravel_index(int(np.argmax(bad)), y.shape)
+        value = y[i].item()
+        raise ModelcError(
+            f"{where}: label {value:g} at index {_index(i)} is out of range [0, {classes})",
+            f"labels must be 0..{classes - 1}" + ("; are they numbered from 1?" if value == classes else ""))
+
+
+def _index(i: tuple) -> str:
+    return str(i[0]) if len(i) == 1 else str(tuple(int(k) for k in i))
+
+
+def one_hot(labels: np.ndarray, classes: int, where: str = "labels") -> np.ndarray:
+    """Class indices (n,) -> float32 (n, classes), after checking they fit."""
+    labels = np.asarray(labels)
+    check_labels(labels, classes, where)
+    return np.ascontiguousarray(np.eye(classes, dtype=np.float32)[labels.astype(np.int64)])
+
+
+def labels_or_targets(y: np.ndarray, where: str) -> np.ndarray:
+    """Integer arrays become int64 class labels; anything numeric else stays float32 targets."""
+    y = np.asarray(y)
+    if y.dtype.kind in "iu":
+        return np.ascontiguousarray(y, dtype=np.int64)
+    if y.dtype.kind in "bf":
+        return np.ascontiguousarray(y, dtype=np.float32)
+    raise ModelcError(f"{where}: labels must be numbers, not {y.dtype}")
+
+
+def finish_labels(y: np.ndarray, *, onehot: bool, classes: int, where: str) -> np.ndarray:
+    """Apply `classes` (a range check) and `onehot` the way every file source does.
+
+    The caller infers `classes` for onehot when the user gave none, over train
+    and test together, so both splits get the same width.
+    """
+    if not (onehot or classes):
+        return y
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ModelcError(f"{where}: class labels must be one number per sample, got shape {y.shape}",
+                          "drop onehot/classes for targets that are already vectors")
+    check_labels(y, classes, where)
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    return one_hot(y, classes, where) if onehot else y
+
+
+def infer_classes(*ys: Any) -> int:
+    """Enough classes for every label seen (max + 1), for onehot without `classes`."""
+    tops = []
+    for y in ys:
+        y = None if y is None else np.asarray(y)
+        if y is not None and y.size:
+            tops.append(int(np.max(np.where(np.isfinite(y), y, 0))) if y.dtype.kind == "f" else int(y.max()))
+    return max(max(tops) + 1, 1) if tops else 1
+
+
+def check_finite(x: np.ndarray, where: str) -> None:
+    """NaN or inf in features would silently poison training: refuse them up front."""
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            i = np.unravel_index(int(np.argmax(bad)), x.shape)
+            raise ModelcError(f"{where}: value {x[i]!r} at index {_index(i)} is not a finite number")
