@@ -15,6 +15,7 @@ separate `mean` op averages over the batch.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -220,19 +221,32 @@ def mul(a, b):
 
 # ---------------------------------------------------------------- dropout
 
-_MASK32 = np.uint64(0xFFFFFFFF)
+_MASK32 = 0xFFFFFFFF
+
+
+def dropout_hash(seed, step, i):
+    """A uniform number in [0, 1) from a 32-bit hash of (seed, step, index).
+    Plain integer Python: the cpu and cuda targets compile this same function,
+    so dropout masks agree across targets bit for bit. Products may wrap in
+    64-bit arithmetic; only their low 32 bits are kept, which wrapping preserves."""
+    h = ((seed & 0xFFFFFFFF) * 0x9E3779B1 + (step & 0xFFFFFFFF) * 0x85EBCA77 + i) & 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x7FEB352D) & 0xFFFFFFFF
+    h ^= h >> 15
+    h = (h * 0x846CA68B) & 0xFFFFFFFF
+    h ^= h >> 16
+    return h * (1.0 / 4294967296.0)
 
 
 def dropout_uniform(seed: int, step, n: int) -> np.ndarray:
-    """Counter-based uniform numbers in [0, 1): a 32-bit hash of (seed, step, index).
-    Every target computes the same hash, so dropout masks agree across targets."""
-    i = np.arange(n, dtype=np.uint64)
-    h = (np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B1)
-         + np.uint64(int(step) & 0xFFFFFFFF) * np.uint64(0x85EBCA77) + i) & _MASK32
+    """`dropout_hash` for indices 0..n-1 at once (the same arithmetic on uint64 arrays)."""
+    mask = np.uint64(_MASK32)
+    base = ((int(seed) & _MASK32) * 0x9E3779B1 + (int(step) & _MASK32) * 0x85EBCA77) & _MASK32
+    h = (np.uint64(base) + np.arange(n, dtype=np.uint64)) & mask
     h ^= h >> np.uint64(16)
-    h = (h * np.uint64(0x7FEB352D)) & _MASK32
+    h = (h * np.uint64(0x7FEB352D)) & mask
     h ^= h >> np.uint64(15)
-    h = (h * np.uint64(0x846CA68B)) & _MASK32
+    h = (h * np.uint64(0x846CA68B)) & mask
     h ^= h >> np.uint64(16)
     return h.astype(np.float64) * (1.0 / 4294967296.0)
 
@@ -545,25 +559,39 @@ def _update_infer(types, attrs):
     return []
 
 
+def _constant(step, lr):
+    return lr
+
+
+def _exponential_decay(step, lr, rate, steps, staircase):
+    p = step / steps
+    return lr * rate ** (math.floor(p) if staircase else p)
+
+
+def _inverse_time_decay(step, lr, rate, steps, staircase):
+    p = step / steps
+    return lr / (1 + rate * (math.floor(p) if staircase else p))
+
+
+def _cosine_decay(step, lr, steps, alpha):
+    p = min(step, steps) / steps
+    return lr * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * p)) + alpha)
+
+
+# Plain scalar Python with `math`: the numpy target calls these directly, the
+# cpu target njit-compiles the same functions and the cuda target makes them
+# device functions. Arguments after (step, lr) are catalog.SCHEDULES' options.
+SCHEDULE_FUNCTIONS = {
+    "constant": _constant,
+    "exponential_decay": _exponential_decay,
+    "inverse_time_decay": _inverse_time_decay,
+    "cosine_decay": _cosine_decay,
+}
+
+
 def learning_rate(step, lr, schedule=("constant",)):
-    """The learning rate after `step` updates, from a schedule tuple (see optimizers.SCHEDULES)."""
-    import math
-    kind = schedule[0]
-    if kind == "constant":
-        return lr
-    if kind == "exponential_decay":
-        _, rate, steps, staircase = schedule
-        p = step / steps
-        return lr * rate ** (math.floor(p) if staircase else p)
-    if kind == "cosine_decay":
-        _, steps, alpha = schedule
-        p = min(step, steps) / steps
-        return lr * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * p)) + alpha)
-    if kind == "inverse_time_decay":
-        _, rate, steps, staircase = schedule
-        p = step / steps
-        return lr / (1 + rate * (math.floor(p) if staircase else p))
-    raise ValueError(kind)
+    """The learning rate after `step` updates; `schedule` is (kind, *options)."""
+    return SCHEDULE_FUNCTIONS[schedule[0]](step, lr, *schedule[1:])
 
 
 @primitive("sgd_update", _update_infer)

@@ -29,6 +29,7 @@ SINGLE = ("model", "network", "loss", "optimizer", "metrics", "train", "expect")
 KEYWORDS = {word.upper(): word for word in STATEMENTS + ("classes", "onehot")}
 
 OPENERS = {"LBRACE": "}", "CALL_OPEN": ")", "LPAR": ")", "LSQB": "]"}
+CLOSERS = {"RBRACE", "RPAR", "RSQB"}
 VALUE_START = {"NAME", "NUMBER", "STRING", "LSQB"}
 
 # Plain words for the terminals that need no context to describe.
@@ -88,17 +89,15 @@ def parse(text: str, filename: str = "<spec>") -> ast.Spec:
         raise
     except UnexpectedInput as e:
         raise _syntax_error(e, source) from None
-    except SpecError as e:
-        raise e.located(source)
 
 
 def parse_file(path) -> ast.Spec:
     """Read and parse a `.model` file; an unreadable file is a `ModelcError`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")     # tolerate a byte-order mark
     except FileNotFoundError:
-        raise ModelcError(f"spec file '{path}' not found", hint="check the path") from None
+        raise ModelcError(f"spec file '{path}' not found", hint=f"looked for {path.absolute()}") from None
     except IsADirectoryError:
         raise ModelcError(f"'{path}' is a directory, not a spec file") from None
     except UnicodeDecodeError as e:
@@ -331,6 +330,15 @@ def _leaves(item):
             yield from _leaves(child)
 
 
+def _units(items):
+    """Stack items with Lark's helper trees (`__x_star_0`, holding a `setting*` so far) opened up."""
+    for item in items:
+        if isinstance(item, Tree) and str(item.data).startswith("_"):
+            yield from _units(item.children)
+        else:
+            yield item
+
+
 def _first(item) -> Token | None:
     return next(_leaves(item), None)
 
@@ -357,35 +365,48 @@ class _Context:
         interactive = getattr(e, "interactive_parser", None)
         self.stack = list(interactive.parser_state.value_stack) if interactive else []
         self.accepts = set(interactive.accepts()) if interactive else set(getattr(e, "expected", ()) or ())
-        self.prev = _last(self.stack[-1]) if self.stack else None
-        # The innermost bracket that is still open: closed ones were reduced into trees.
-        self.opener_index = next((i for i in range(len(self.stack) - 1, -1, -1)
-                                  if isinstance(self.stack[i], Token) and self.stack[i].type in OPENERS), None)
+        self.prev = _last(self.stack[-1]) if self.stack else None     # the token before the error
+        self.opener_index = self._innermost_open()
         self.opener = self.stack[self.opener_index] if self.opener_index is not None else None
         self.section = None
         if self.opener is not None and self.opener.type == "LBRACE" and self.opener_index > 0:
             self.section = str(self.stack[self.opener_index - 1])
 
+    def _innermost_open(self) -> int | None:
+        """Stack index of the innermost bracket still open. A closed pair is
+        usually reduced into a tree, but the closer may still sit on the stack."""
+        depth = 0
+        for i in range(len(self.stack) - 1, -1, -1):
+            item = self.stack[i]
+            if isinstance(item, Token) and item.type in CLOSERS:
+                depth += 1
+            elif isinstance(item, Token) and item.type in OPENERS:
+                if depth == 0:
+                    return i
+                depth -= 1
+        return None
+
     def expected(self) -> str:
         """The expected terminals in a few plain, grouped words."""
         accepts = set(self.accepts)
-        words: list[str] = []
-        statements = {k for k in accepts if k in KEYWORDS and KEYWORDS[k] in STATEMENTS}
-        if {"NUMBER", "STRING", "NAME", "LSQB"} <= accepts:
-            words.append("a value (a number, name, string, list or call)")
-            accepts -= {"NUMBER", "STRING", "NAME", "LSQB"}
-        if "NAME" in accepts:
-            words.append(self._name_phrase(accepts))
+        statements = {k for k in accepts if KEYWORDS.get(k) in STATEMENTS}
+        accepts -= statements
+        phrases: dict[str, str] = {}
+        if VALUE_START <= accepts:
+            accepts -= VALUE_START
+            phrases["NAME"] = "a value (a number, name, string, list or call)"
+        elif "NAME" in accepts:
+            phrases["NAME"] = self._name_phrase(accepts)
             accepts.discard("NAME")
             if self.section == "network":
-                accepts.discard("LPAR")      # part of "a new chain"
+                accepts.discard("LPAR")      # a tuple source is part of "a new chain"
         if statements:
-            accepts -= statements
-        if len(accepts) > 1:
+            accepts.discard("$END")          # "a new statement" covers stopping here
+        if len(accepts) + len(phrases) + bool(statements) > 1:
             accepts -= MINOR
+        phrases.update((t, WORDS.get(t, t.lower())) for t in accepts)
         order = list(WORDS)
-        words += [WORDS.get(t, t.lower()) for t in sorted(accepts, key=lambda t: order.index(t) if t in order else 99)
-                  if t != "$END" or not statements]
+        words = [phrases[t] for t in sorted(phrases, key=lambda t: order.index(t) if t in order else 0)]
         if statements:
             words.append("a new statement (" + ", ".join(STATEMENTS) + ")")
         return _join(words) if words else "nothing more"
@@ -434,8 +455,9 @@ def _syntax_error(e: UnexpectedInput, source: ast.Source) -> SpecError:
         error = _bad_character(e, ctx)
     elif isinstance(e, UnexpectedToken) and e.token.type != "$END":
         error = _bad_token(e.token, ctx)
-    else:
-        error = _end_of_file(ctx)
+    else:   # Lark's end token carries the span of the last real token
+        last = getattr(e, "token", None) or ctx.prev
+        error = _end_of_file(ast.Pos(last.end_line, last.end_column) if last else ast.Pos(1, 1), ctx)
     return error.located(source)
 
 
@@ -446,19 +468,16 @@ def _bad_character(e: UnexpectedCharacters, ctx: _Context) -> SpecError:
         return SpecError("unterminated string", pos, hint="close the string with '\"' on the same line")
     hint = None
     rest = ctx.text[e.pos_in_stream + 1:].lstrip(" \t")
-    if char == "-" and rest.startswith(">") or char == "→":
+    if (char == "-" and rest.startswith(">")) or char == "→":
         hint = "write the arrow as '->', with no space inside"
     elif char == "'":
         hint = 'strings use double quotes: "like this"'
     elif char == "!" and "CMP" in ctx.accepts:
         hint = "compare with >=, >, <=, < or =="
-    shown = repr(char)[1:-1] if char.isprintable() else f"\\u{ord(char):04x}"
-    return SpecError(f"unexpected character '{shown}'; expected {ctx.expected()}", pos, hint=hint)
+    return SpecError(f"unexpected character {char!r}; expected {ctx.expected()}", pos, hint=hint)
 
 
-def _end_of_file(ctx: _Context) -> SpecError:
-    last = ctx.prev
-    pos = ast.Pos(last.end_line, last.end_column) if last is not None else ast.Pos(1, 1)
+def _end_of_file(pos: ast.Pos, ctx: _Context) -> SpecError:
     opener = ctx.opener
     if opener is not None and opener.type == "LBRACE":
         return SpecError(f"unexpected end of file: the {ctx.section} section is not closed; add '}}'", pos,
@@ -484,7 +503,7 @@ def _bad_token(tok: Token, ctx: _Context) -> SpecError:
     if tok.type == "NAME" and keywords:
         statement_start = _starts_line(tok, ctx.text) and any(w in STATEMENTS for w in keywords)
         if statement_start or "COMMA" not in accepts:
-            guess = did_you_mean(str(tok), keywords)
+            guess = did_you_mean(str(tok), STATEMENTS if statement_start else keywords)
             what = "statement" if statement_start else "word"
             if guess:
                 return SpecError(f"unknown {what} '{tok}'; {guess}", pos)
@@ -511,6 +530,10 @@ def _bad_token(tok: Token, ctx: _Context) -> SpecError:
         hint = f"is a ',' missing before {found}?"
     elif ctx.opener is not None and OPENERS[ctx.opener.type] != "}" and accepts & {"RPAR", "RSQB"}:
         hint = f"the '{ctx.opener}' at {_where(ctx.opener)} is not closed; add '{OPENERS[ctx.opener.type]}'"
+    elif tok.type == "RPAR" and ctx.opener is not None and ctx.opener.type == "LPAR" and accepts == {"COMMA"}:
+        hint = "a tuple source has two or more names, as in (a, b) -> add; write one source without parentheses"
+    elif callee := _paren_on_next_line(ctx):
+        hint = f"to give '{callee}' arguments, put the '(' on the same line: {callee}(...)"
     elif tok.type == "NUMBER" and accepts == {"NAME"}:
         hint = "names start with a letter or '_'"
     elif ctx.section == "network" and tok.type == "RBRACE" and {"ARROW", "BIND"} <= accepts:
@@ -520,18 +543,37 @@ def _bad_token(tok: Token, ctx: _Context) -> SpecError:
     return SpecError(message, pos, hint=hint)
 
 
+def _paren_on_next_line(ctx: _Context) -> Token | None:
+    """The layer whose '(' went on the next line and so opened a tuple source, if any."""
+    if ctx.opener is None or ctx.opener.type != "LPAR" or not ctx.opener_index:
+        return None
+    item = ctx.stack[ctx.opener_index - 1]
+    while isinstance(item, Tree):       # down the last children to the chain's last link
+        if item.data == "call":
+            name, args = item.children
+            return name if args is None and name.end_line < ctx.opener.line else None
+        children = [c for c in item.children if c is not None]
+        item = children[-1] if children and item.data != "bind" else None
+    return None
+
+
 def _statement_inside_section(tok: Token, ctx: _Context) -> SpecError | None:
     """`loss ...` inside `network { ... }`: the section was never closed.
 
     Inside braces a keyword is just a name, so the parser only stops later.
-    When it stops on the line of such a name, blame the first name on the
-    section's stack that is a statement keyword at the start of a line.
+    When it stops on the line of a statement keyword that starts a line and
+    was read as a train setting or is the lone word just before the error,
+    blame the first such keyword. `train.loss` in `expect`, or a chain from
+    a value called `input`, have more on the stack and are not blamed.
     """
     if ctx.opener is None or ctx.opener.type != "LBRACE":
         return None
-    led = [first for first in map(_first, ctx.stack[ctx.opener_index + 1:])
-           if first is not None and first.type == "NAME" and str(first) in STATEMENTS
-           and _starts_line(first, ctx.text)]
+    items = list(_units(ctx.stack[ctx.opener_index + 1:]))
+    led = [_first(item) for n, item in enumerate(items)
+           if (isinstance(item, Token) and n == len(items) - 1)
+           or (isinstance(item, Tree) and item.data == "setting")]
+    led = [first for first in led if first is not None and first.type == "NAME"
+           and str(first) in STATEMENTS and _starts_line(first, ctx.text)]
     if not led or not any(first.line == tok.line for first in led):
         return None
     return SpecError(f"the {ctx.section} section is not closed before '{led[0]}'", _tok_pos(led[0]),
