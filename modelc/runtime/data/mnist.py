@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
+import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -90,11 +90,15 @@ def verify(name: str, data: bytes, where: str) -> bytes:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    """Write to a temporary file beside `path`, then rename: readers never see half a file.
+
+    The temporary name is unique per process and call, so concurrent runs filling
+    the same cache cannot collide; `open(..., "xb")` keeps the usual umask (mkstemp would make it 0600).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
