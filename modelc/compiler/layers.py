@@ -89,7 +89,7 @@ def _dropout(ctx, inputs, opts, layer):
     (x,) = inputs
     if not ctx.training or opts["rate"] == 0:
         return x
-    return ctx.emit_op("dropout", (x, ctx.step), {"rate": opts["rate"], "seed": ctx.dropout_seed(layer)},
+    return ctx.emit.emit_op("dropout", (x, ctx.step), {"rate": opts["rate"], "seed": ctx.dropout_seed(layer)},
                        name=layer).outputs[0]
 
 
