@@ -1,0 +1,484 @@
+"""The `modelc` command: a thin layer over the compiler and the runtime.
+
+Results go to stdout, notes and errors to stderr. Exit codes: 0 success;
+1 an expectation or a verification failed (the run itself worked); 2 a user
+mistake (a SpecError or ModelcError, printed without a traceback; argparse's
+usage errors are 2 as well); 130 interrupted (Ctrl-C), with nothing half-written.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import os
+import sys
+import time
+from pathlib import Path
+
+from modelc.errors import ModelcError
+
+EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Defaults for `modelc verify` (see `_verify` for why these numbers).
+VERIFY_STEPS = 20
+VERIFY_RTOL = 1e-4
+VERIFY_ATOL = 1e-7
+
+_written: list[str] = []     # files this run has finished writing, for the Ctrl-C message
+
+
+def _note(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(f"modelc: {message}", file=sys.stderr, flush=True)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _program(path: str):
+    """Parse and build a spec file (every graph, every shape check)."""
+    from modelc.compiler.build import build_program
+    from modelc.grammar.parser import parse_file
+    return build_program(parse_file(path))
+
+
+def _model(args, seed: int | None = None, program=None):
+    from modelc.runtime.model import Model
+    program = program or _program(args.spec)
+    start = time.perf_counter()
+    model = Model(program, args.target, seed=seed, data_dir=getattr(args, "data", None),
+                  base_dir=os.path.dirname(os.path.abspath(args.spec)))
+    _note(f"{program.name} on {args.target}: {model.count_params():,} parameters, ready in "
+          f"{time.perf_counter() - start:.2f}s", getattr(args, "quiet", False))
+    return model
+
+
+def _print_results(label: str, results: dict[str, float], samples: int | None = None) -> None:
+    from modelc.runtime.progress import format_value
+    for key, value in results.items():
+        print(f"{label}{key}: {format_value(value)}")
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_check(args) -> int:
+    from modelc.runtime import training
+    from modelc.runtime.model import count_params
+    failed = 0
+    for path in args.specs:
+        try:
+            program = _program(path)
+            settings = training.settings(program.spec)
+            training.check_expectations_static(program.spec, program.result_names, settings)
+        except ModelcError as err:
+            print(str(err), file=sys.stderr)
+            failed += 1
+            continue
+        print(f"ok: {path} ({program.name}, {count_params(program):,} parameters)")
+    return EXIT_USER_ERROR if failed else EXIT_OK
+
+
+def cmd_summary(args) -> int:
+    from modelc.runtime.model import summarize
+    print(summarize(_program(args.spec)))
+    return EXIT_OK
+
+
+def cmd_ir(args) -> int:
+    from modelc.compiler.ir import format_graph
+    program = _program(args.spec)
+    if args.train or args.eval:
+        graph = program.train if args.train else program.evaluate
+        if graph is None:
+            raise ModelcError(f"'{program.name}' has no loss, so it has no "
+                              f"{'training' if args.train else 'evaluation'} graph",
+                              hint="add a target and a loss to the spec")
+    else:
+        graph = program.predict
+    print(format_graph(graph))
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from modelc.runtime.progress import write_history
+    model = _model(args, seed=args.seed)
+    result = model.train_from_spec(args.data, epochs=args.epochs, batch_size=args.batch,
+                                   verbose=0 if args.quiet else 1, quiet_data=args.quiet)
+    if result.test is not None:
+        _print_results("test.", result.test)
+    elif result.val is not None:
+        _print_results("val.", result.val)
+    else:
+        _print_results("train.", result.train)
+    if args.out:
+        model.save(args.out)
+        _written.append(args.out)
+        _note(f"wrote weights to {args.out}", args.quiet)
+    if args.history:
+        extra = {"model": model.name, "target": model.target}
+        if result.test is not None:
+            extra["test"] = result.test
+        write_history(args.history, result.history, **extra)
+        _written.append(args.history)
+        _note(f"wrote history to {args.history}", args.quiet)
+    outcomes = model.check_expectations(result)
+    for outcome in outcomes:
+        print(f"expect {outcome}")
+    failed = [o for o in outcomes if not o.passed]
+    if failed:
+        print(f"modelc: {len(failed)} of {len(outcomes)} expectation(s) failed", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _evaluation_split(model, splits):
+    """The data `eval` measures: the test split, else the spec's validation part, else the training data."""
+    import math
+    source = str(model.settings.data)
+    if splits.test is not None:
+        return splits.test.x, splits.test.y, f"the test split of {source}"
+    x, y = splits.train.x, splits.train.y
+    if isinstance(model.settings.validate, float):
+        cut = int(math.floor(len(x) * (1.0 - model.settings.validate)))
+        return x[cut:], y[cut:], f"the validation part of {source} (last {model.settings.validate:g})"
+    return x, y, f"the training data of {source} (it has no test split)"
+
+
+def cmd_eval(args) -> int:
+    model = _model(args)
+    model.load_weights(args.weights)
+    splits = model.load_data(args.data, quiet=args.quiet)
+    x, y, what = _evaluation_split(model, splits)
+    results = model.evaluate(x, y, batch_size=args.batch)
+    _note(f"evaluated on {what} ({len(x):,} samples)", args.quiet)
+    _print_results("", results)
+    return EXIT_OK
+
+
+def _load_npy(path: str):
+    import numpy as np
+    p = Path(path)
+    if not p.is_file():
+        raise ModelcError(f"input file '{path}' not found" if not p.exists() else f"'{path}' is not a file")
+    try:
+        array = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ModelcError(f"cannot read '{path}' as a NumPy .npy array ({e})",
+                          hint="save the features with numpy.save('x.npy', x)") from None
+    if not isinstance(array, np.ndarray):
+        raise ModelcError(f"'{path}' is an .npz archive; give one .npy array",
+                          hint="save the features with numpy.save('x.npy', x)")
+    return array
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+    from modelc.runtime.checkpoint import atomic_write
+    model = _model(args)
+    model.load_weights(args.weights)
+    x = _load_npy(args.input)
+    if tuple(x.shape) == tuple(model.program.input.shape[1:]):
+        x = x[None]       # one sample without its batch axis
+    predictions = model.predict(x, batch_size=args.batch)
+    if args.output:
+        atomic_write(args.output, lambda f: np.save(f, predictions))
+        _written.append(args.output)
+        print(f"wrote predictions {predictions.shape} to {args.output}")
+        return EXIT_OK
+    print(f"samples: {len(predictions)}")
+    print(f"output: shape {predictions.shape}, float32")
+    shown = 20
+    target = model.program.target
+    classify = (target is not None and target.format in ("sparse", "onehot")) or (
+        predictions.ndim == 2 and predictions.shape[1] > 1)
+    if classify and predictions.ndim == 2 and predictions.shape[1] > 1:
+        classes = predictions.argmax(axis=1)
+        confidence = predictions.max(axis=1)
+        print("class:      " + " ".join(str(c) for c in classes[:shown]) + (" ..." if len(classes) > shown else ""))
+        print("confidence: " + " ".join(f"{c:.2f}" for c in confidence[:shown])
+              + (" ..." if len(classes) > shown else ""))
+    else:
+        flat = predictions.reshape(len(predictions), -1)
+        for row in flat[:shown]:
+            print(" ".join(f"{v:.4g}" for v in row[:8]) + (" ..." if flat.shape[1] > 8 else ""))
+        if len(flat) > shown:
+            print(f"... ({len(flat) - shown} more; use --output FILE.npy for all)")
+    return EXIT_OK
+
+
+def _differences(a, b):
+    """(max |a - b|, that relative to the array's scale max |a|)."""
+    import numpy as np
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return float("inf"), float("inf"), 0.0
+    diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+    scale = float(np.max(np.abs(a))) if a.size else 0.0
+    return diff, diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf")), scale
+
+
+def cmd_verify(args) -> int:
+    """Same initial weights, same first N batches (no shuffle), N steps on each target; compare.
+
+    Tolerance: an array passes when max|a - b| <= rtol * max|ref| + atol. float32
+    has a 6e-8 unit roundoff; targets sum matrix products in different orders
+    (BLAS blocking, threads, fused kernels), which changes a 784-term dot product
+    by ~1e-6 relative, and Adam's normalised step passes such differences on at
+    about their size each step. rtol 1e-4 leaves two orders of magnitude above
+    that after 20 steps, while any real error (a wrong gradient, a missed update:
+    one Adam step moves weights by lr = 1e-3 against weights of scale ~0.1) is 1e-2
+    relative or more. atol 1e-7 only lets arrays that are exactly zero on one side
+    (unused state) pass at roundoff level.
+    """
+    import numpy as np
+    from modelc.runtime.model import Model
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if len(targets) < 2:
+        raise ModelcError("verify compares two or more targets, e.g. --targets numpy,cpu")
+    program = _program(args.spec)
+    if program.train is None:
+        raise ModelcError(f"'{program.name}' has no loss, so there is no training to verify")
+    from modelc.runtime import training
+    settings = training.settings(program.spec)
+    seed = settings.seed if args.seed is None else args.seed
+    batch = settings.batch if args.batch is None else args.batch
+    steps = args.steps
+    rtol = VERIFY_RTOL if args.tolerance is None else args.tolerance
+    atol = VERIFY_ATOL
+    base_dir = os.path.dirname(os.path.abspath(args.spec))
+
+    runs = []
+    x = y = order = None
+    for target in targets:
+        model = Model(_program(args.spec) if runs else program, target, seed=seed, data_dir=args.data,
+                      base_dir=base_dir)
+        if x is None:
+            splits = model.load_data(args.data, quiet=args.quiet)
+            x, y = model._bind(splits.train.x, splits.train.y, f"the training split of {model.settings.data}")
+            order = (np.arange(steps * batch) % len(x)).astype(np.int64)
+            seen = np.ascontiguousarray(x[order[:len(x)]]), np.ascontiguousarray(y[order[:len(x)]])
+        start = time.perf_counter()
+        sums = np.asarray(model.backend.train(model.backend.upload(x, y), order, batch, 0, steps, 0), np.float64)
+        seconds = time.perf_counter() - start
+        model.step = steps
+        params, state = model.backend.read_state()
+        evaluation = model._evaluate(seen[0], seen[1], batch)
+        samples = len(order)
+        runs.append({"target": target, "seconds": seconds,
+                     "train": {k: float(s) / samples for k, s in zip(program.result_names, sums)},
+                     "eval": evaluation, "params": params, "state": state})
+
+    print(f"verify {args.spec}: {steps} step(s) of batch {batch} ({len(order):,} samples, no shuffle), "
+          f"seed {seed}, targets {', '.join(targets)}")
+    print(f"tolerance: max|a - b| <= {rtol:g} * max|{targets[0]}| + {atol:g} per array "
+          f"(relative to the array's scale; float32)")
+    reference = runs[0]
+    failures = 0
+    for run in runs[1:]:
+        print(f"\n{run['target']} vs {reference['target']}  ({run['seconds']:.2f}s vs {reference['seconds']:.2f}s "
+              f"for {steps} steps)")
+        rows = [("loss (mean over steps)", reference["train"]["loss"], run["train"]["loss"], True),
+                ("loss after training", reference["eval"]["loss"], run["eval"]["loss"], True)]
+        rows += [(f"{k} (mean over steps)", reference["train"][k], run["train"][k], False)
+                 for k in program.result_names[1:]]
+        rows += [(name, reference["params"][name], run["params"][name], True)
+                 for name in (p.value.name for p in program.params)]
+        rows += [(s.name, reference["state"][s.name], run["state"][s.name], True) for s in program.state]
+        width = max(len(r[0]) for r in rows) + 2
+        print(f"  {'':<{width}}{'max abs diff':>14}{'max rel diff':>14}")
+        for name, a, b, checked in rows:
+            diff, rel, scale = _differences(a, b)
+            if not checked:
+                verdict = "(not checked: argmax ties may flip)"
+            elif diff <= rtol * scale + atol:
+                verdict = "ok"
+            else:
+                verdict = "FAIL"
+                failures += 1
+            print(f"  {name:<{width}}{diff:>14.3g}{rel:>14.3g}  {verdict}")
+    if failures:
+        print(f"\nverify: FAILED: {failures} value(s) differ beyond the tolerance")
+        return EXIT_FAILED
+    print(f"\nverify: ok: {', '.join(targets[1:])} match{'es' if len(targets) == 2 else ''} "
+          f"{targets[0]} within the tolerance")
+    return EXIT_OK
+
+
+def cmd_compile(args) -> int:
+    program = _program(args.spec)
+    if args.emit_ptx:
+        if args.target != "cuda":
+            raise ModelcError("--emit-ptx needs --target cuda")
+        try:
+            cuda = importlib.import_module("modelc.compiler.codegen.cuda")
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("modelc"):
+                raise ModelcError("this build of modelc has no cuda code generator "
+                                  "(modelc.compiler.codegen.cuda is missing)") from None
+            raise ModelcError(f"PTX generation needs the Python package '{e.name}'",
+                              hint=f"pip install {e.name}") from None
+        emit = getattr(cuda, "emit_ptx", None)
+        if emit is None:
+            raise ModelcError("this build of modelc cannot emit PTX (no emit_ptx in the cuda code generator)")
+        Path(args.emit_ptx).mkdir(parents=True, exist_ok=True)
+        arch = args.arch
+        if arch is None:
+            parameter = inspect.signature(emit).parameters.get("arch")
+            if parameter is None or parameter.default is inspect.Parameter.empty:
+                arch = "sm_90"
+        paths = emit(program, args.emit_ptx, arch) if arch is not None else emit(program, args.emit_ptx)
+        for path in paths:
+            print(path)
+        return EXIT_OK
+    if args.arch:
+        raise ModelcError("--arch goes with --emit-ptx DIR")
+    _model(args, program=program)
+    print(f"ok: {args.spec} compiled for {args.target}")
+    return EXIT_OK
+
+
+def cmd_doctor(args) -> int:
+    try:
+        doctor = importlib.import_module("modelc.doctor")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("modelc"):
+            raise ModelcError("this build of modelc has no 'doctor' (modelc.doctor is missing)") from None
+        raise
+    print(doctor.report())
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- argument parsing
+
+def build_parser() -> argparse.ArgumentParser:
+    from modelc import __version__
+    parser = argparse.ArgumentParser(
+        prog="modelc", description="Compile, train and check neural networks written as .model specs.",
+        epilog="exit codes: 0 ok, 1 an expectation or verification failed, 2 a mistake in a spec, "
+               "a flag or a file, 130 interrupted")
+    parser.add_argument("--version", action="version", version=f"modelc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def add(name, func, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    def target(p, default="cpu"):
+        p.add_argument("--target", choices=("cpu", "numpy", "cuda"), default=default,
+                       help=f"where to run (default: {default})")
+
+    def data(p):
+        p.add_argument("--data", metavar="DIR", default=None,
+                       help="folder holding the data (e.g. DIR/mnist); default: $MODELC_DATA, the cache")
+
+    p = add("check", cmd_check, "parse and check specs, build every graph; read no data")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+
+    p = add("summary", cmd_summary, "print a Keras-like summary of a spec's network")
+    p.add_argument("spec", metavar="SPEC")
+
+    p = add("ir", cmd_ir, "print a spec's IR (the prediction graph by default)")
+    p.add_argument("spec", metavar="SPEC")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--train", action="store_true", help="the training graph: forward, backward, update")
+    which.add_argument("--eval", action="store_true", help="the evaluation graph: forward, loss, metrics")
+
+    p = add("train", cmd_train, "train a spec as its train section says, then check its expectations")
+    p.add_argument("spec", metavar="SPEC")
+    target(p)
+    p.add_argument("--epochs", type=_positive, help="override the spec's epochs")
+    p.add_argument("--batch", type=_positive, help="override the spec's batch size")
+    p.add_argument("--seed", type=_non_negative, help="override the spec's seed")
+    data(p)
+    p.add_argument("--out", metavar="WEIGHTS.npz", help="write the trained weights here")
+    p.add_argument("--history", metavar="FILE", help="write the per-epoch history here as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+
+    p = add("eval", cmd_eval, "evaluate trained weights on the spec's test data")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--weights", required=True, metavar="W.npz")
+    data(p)
+    target(p)
+    p.add_argument("--batch", type=_positive, help="batch size (default: the spec's)")
+    p.add_argument("--quiet", "-q", action="store_true")
+
+    p = add("predict", cmd_predict, "run trained weights on features from a .npy file")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--weights", required=True, metavar="W.npz")
+    p.add_argument("--input", required=True, metavar="FILE.npy")
+    p.add_argument("--output", metavar="FILE.npy", help="write the predictions here")
+    target(p)
+    p.add_argument("--batch", type=_positive, help="batch size (default: the spec's)")
+    p.add_argument("--quiet", "-q", action="store_true")
+
+    p = add("verify", cmd_verify, "train N steps on several targets from the same start and compare")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--targets", default="numpy,cpu", help="comma-separated; the first is the reference "
+                   "(default: numpy,cpu)")
+    p.add_argument("--steps", type=_positive, default=VERIFY_STEPS, help=f"default {VERIFY_STEPS}")
+    p.add_argument("--batch", type=_positive, help="default: the spec's")
+    p.add_argument("--seed", type=_non_negative, help="default: the spec's")
+    p.add_argument("--tolerance", type=_fraction, help=f"relative tolerance (default {VERIFY_RTOL:g})")
+    data(p)
+    p.add_argument("--quiet", "-q", action="store_true")
+
+    p = add("compile", cmd_compile, "compile a spec for a target (and emit PTX for cuda)")
+    p.add_argument("spec", metavar="SPEC")
+    target(p)
+    p.add_argument("--emit-ptx", metavar="DIR", help="write the cuda kernels' PTX to DIR")
+    p.add_argument("--arch", help="GPU architecture for --emit-ptx, e.g. sm_90")
+
+    add("doctor", cmd_doctor, "report what modelc finds on this machine (CPU, GPU, CUDA)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        done = f" (finished before it: {', '.join(_written)})" if _written else ""
+        print(f"\nmodelc: interrupted; nothing half-written was left behind{done}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ModelcError as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:
+        # `modelc ir SPEC | head`: the reader left; that is not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,512 @@
+"""The `cuda` target: the kernels of `cuda_kernels` launched with numba.cuda, with
+everything resident on the device.
+
+Parameters, optimizer state and every intermediate buffer are allocated once
+(buffers for the largest batch seen); `upload` copies a data set to the device
+once; `train` copies the epoch's order once, launches a fixed sequence of kernels
+per batch (no host synchronisation, no readback inside the loop: the per-step
+scalars are computed on the host from the step number and passed as kernel
+arguments), and reads the loss and metric sums back once at the end.
+
+Importing this module never touches a GPU, so PTX can be emitted (`emit_ptx`)
+and resources reported (`link_report`) on machines without one.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelc.compiler.codegen import Backend
+from modelc.compiler.codegen.cuda_kernels import (GPU_CONFIG, SIM_CONFIG, CudaCodegenError, Kernel,
+                                                  LaunchConfig, Plan, plan_graph)
+from modelc.compiler.ir import I64
+from modelc.errors import ModelcError
+
+__all__ = ["CudaBackend", "CudaCodegenError", "emit_ptx", "link_report", "plans_for", "simulator_enabled",
+           "GPU_CONFIG", "SIM_CONFIG", "LaunchConfig", "run_graph"]
+
+
+def simulator_enabled() -> bool:
+    """NUMBA_ENABLE_CUDASIM as numba read it when it was first imported."""
+    try:
+        from numba.core import config
+    except ImportError:
+        return False
+    return bool(config.ENABLE_CUDASIM)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("MODELC_CACHE_DIR")
+    if root:
+        base = Path(root)
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelc"
+    path = base / "cuda"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+_MODULES: dict[str, object] = {}
+
+
+def load_module(plan: Plan):
+    """Import the plan's source from a file named by its hash, so numba's on-disk
+    cache (cache=True) can find it again on the next run."""
+    key = plan.source_hash
+    if key in _MODULES:
+        return _MODULES[key]
+    path = _cache_dir() / f"modelc_cuda_{key}.py"
+    if not path.exists() or path.read_text() != plan.module_source:
+        _atomic_write(path, plan.module_source.encode())
+    name = f"modelc_cuda_{key}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    _MODULES[key] = module
+    return module
+
+
+def kernel_signature(kernel: Kernel):
+    """The explicit numba signature of a kernel, from its parameters' IR types."""
+    from numba import types
+    names = {"f32[]": types.float32[::1], "i64[]": types.int64[::1], "f64[]": types.float64[::1],
+             "i64": types.int64, "f32": types.float32}
+    return types.void(*(names[p.type] for p in kernel.params))
+
+
+def plans_for(program, config: LaunchConfig = GPU_CONFIG) -> dict[str, Plan]:
+    """The three graphs' plans: training reads data rows through the epoch's index,
+    evaluation and prediction read them in order."""
+    plans = {}
+    for name in ("train", "evaluate", "predict"):
+        graph = getattr(program, name)
+        if graph is not None:
+            plans[name] = plan_graph(graph, config, gather=(name == "train"), name=name)
+    return plans
+
+
+# ---------------------------------------------------------------- availability
+
+def _unavailable_error(reason: str) -> ModelcError:
+    return ModelcError(f"the cuda target needs an NVIDIA GPU with its driver: {reason}",
+                       hint="run 'modelc doctor' to see what was found, or use --target cpu")
+
+
+# ---------------------------------------------------------------- device data
+
+@dataclass
+class CudaData:
+    """A data set resident on the device: x flattened per sample, y as int64 labels
+    or float32 targets."""
+    x: object
+    y: object
+    n: int
+
+
+class _DeviceGraph:
+    """A plan bound to device memory: its kernels compiled, its buffers allocated."""
+
+    def __init__(self, backend: "CudaBackend", plan: Plan):
+        from numba import cuda
+        self.backend, self.plan, self.cuda = backend, plan, cuda
+        module = load_module(plan)
+        self.kernels = [cuda.jit(kernel_signature(k), cache=True)(getattr(module, k.name))
+                        for k in plan.kernels]
+        self.capacity = 0
+        self.buffers: dict[int, object] = {}
+        self.values = {v.id: v for v in plan.graph.values()}
+        self.bound = None
+
+    def ensure(self, batch: int):
+        """Buffers for `batch` rows; reallocated only when a larger batch arrives."""
+        if batch <= self.capacity:
+            return
+        cuda = self.cuda
+        for vid, buf in self.plan.buffers.items():
+            n = buf.per_row * (batch if buf.batched else 1)
+            dtype = np.int64 if buf.dtype == I64 else np.float32
+            self.buffers[vid] = cuda.device_array(max(1, n), dtype=dtype, stream=self.backend.stream)
+        self.capacity = batch
+        self.bound = None
+
+    def _bind(self):
+        """Resolve every argument that does not change per step, once."""
+        b = self.backend
+        bound = []
+        for k in self.plan.kernels:
+            static, dynamic = [], []
+            for i, p in enumerate(k.params):
+                src = p.source
+                if isinstance(src, tuple) and src[0] == "value":
+                    vid = src[1]
+                    if vid in self.buffers:
+                        static.append(self.buffers[vid])
+                        continue
+                    v = self.values[vid]
+                    store = b.d_params if v.role == "param" else b.d_state
+                    if v.name not in store:
+                        raise ModelcError(f"the cuda backend has no value for {v.role} '{v.name}'",
+                                          hint="load the weights (load_state) before running")
+                    static.append(store[v.name])
+                else:
+                    static.append(None)
+                    dynamic.append((i, src))
+            bound.append((static, dynamic))
+        self.bound = bound
+
+    def launch(self, data: CudaData, idx, off: int, nb: int, step: int, sums) -> int:
+        """Queue one batch's kernels on the backend's stream; returns the launch count."""
+        if self.bound is None:
+            self._bind()
+        scalars = [s.values(step) for s in self.plan.step_scalars]
+        stream = self.backend.stream
+        for kern, disp, (static, dynamic) in zip(self.plan.kernels, self.kernels, self.bound):
+            args = list(static)
+            for i, src in dynamic:
+                if src == "off":
+                    args[i] = off
+                elif src == "nb":
+                    args[i] = nb
+                elif src == "step":
+                    args[i] = step
+                elif src == "idx":
+                    args[i] = idx
+                elif src == "sums":
+                    args[i] = sums
+                elif src[0] == "data":
+                    args[i] = data.x if src[1] == "x" else data.y
+                elif src[0] == "opt":
+                    args[i] = scalars[src[1]][src[2]]
+            disp[kern.grid_dims(nb), kern.block, stream](*args)
+        return len(self.kernels)
+
+
+class CudaBackend(Backend):
+    """The Backend interface on one CUDA device (or Numba's simulator)."""
+    name = "cuda"
+
+    def __init__(self, program, config: LaunchConfig | None = None):
+        super().__init__(program)
+        from modelc.doctor import cuda_available
+        ok, reason = cuda_available()
+        if not ok:
+            raise _unavailable_error(reason)
+        from numba import cuda
+        self._cuda = cuda
+        self.config = config or (SIM_CONFIG if simulator_enabled() else GPU_CONFIG)
+        self.plans = plans_for(program, self.config)       # codegen errors surface here
+        self._graphs: dict[str, _DeviceGraph] = {}
+        self.stream = cuda.stream()
+        self.d_params: dict[str, object] = {}
+        self.d_state: dict[str, object] = {}
+        self._shapes: dict[str, tuple] = {}
+
+    def _graph(self, name: str) -> _DeviceGraph:
+        if name not in self.plans:
+            raise ModelcError(f"this model has no {name} graph (no loss declared?)")
+        if name not in self._graphs:
+            self._graphs[name] = _DeviceGraph(self, self.plans[name])
+        return self._graphs[name]
+
+    # state -------------------------------------------------------------
+    def _put(self, store: dict, name: str, array: np.ndarray, shape: tuple):
+        host = np.ascontiguousarray(array, dtype=np.float32)
+        if tuple(host.shape) != tuple(shape):
+            raise ModelcError(f"'{name}' has shape {list(host.shape)}, the model expects {list(shape)}")
+        flat = host.reshape(-1)
+        self._shapes[name] = tuple(shape)
+        if name in store and store[name].size == flat.size:
+            store[name].copy_to_device(flat, stream=self.stream)      # keep the allocation
+        else:
+            store[name] = self._cuda.to_device(flat, stream=self.stream)
+            for g in self._graphs.values():
+                g.bound = None
+
+    def load_state(self, params, state):
+        for info in self.program.params:
+            v = info.value
+            if v.name not in params:
+                raise ModelcError(f"no value for the parameter '{v.name}'")
+            self._put(self.d_params, v.name, params[v.name], v.shape)
+        for v in self.program.state:
+            value = state.get(v.name) if state else None
+            self._put(self.d_state, v.name, np.zeros(v.shape, np.float32) if value is None else value, v.shape)
+        self.stream.synchronize()
+
+    def read_state(self):
+        def down(store):
+            return {k: a.copy_to_host(stream=self.stream).reshape(self._shapes[k]) for k, a in store.items()}
+        params, state = down(self.d_params), down(self.d_state)
+        self.stream.synchronize()
+        return params, state
+
+    # data --------------------------------------------------------------
+    def upload(self, x, y=None):
+        x = np.asarray(x)
+        n = len(x)
+        sample = self.program.input.sample_size()
+        flat = np.ascontiguousarray(x, dtype=np.float32).reshape(n, -1)
+        if flat.shape[1] != sample:
+            raise ModelcError(f"the input has {flat.shape[1]} values per sample, the model expects {sample} "
+                              f"(shape {list(self.program.input.shape[1:])})")
+        dx = self._cuda.to_device(flat.reshape(-1), stream=self.stream)
+        dy = None
+        if y is not None:
+            target = self.program.target.value if self.program.target else None
+            dtype = np.int64 if target is not None and target.dtype == I64 else np.float32
+            yy = np.ascontiguousarray(y, dtype=dtype).reshape(n, -1)
+            if target is not None and yy.shape[1] != target.sample_size():
+                raise ModelcError(f"the targets have {yy.shape[1]} values per sample, the model expects "
+                                  f"{target.sample_size()}")
+            dy = self._cuda.to_device(yy.reshape(-1), stream=self.stream)
+        return CudaData(dx, dy, n)
+
+    def _resident(self, data) -> CudaData:
+        if isinstance(data, CudaData):
+            return data
+        x, y = data if isinstance(data, tuple) else (data, None)
+        return self.upload(x, y)
+
+    def _sums(self, plan: Plan):
+        return self._cuda.to_device(np.zeros(max(1, plan.n_sums), np.float64), stream=self.stream)
+
+    def _results(self, plan: Plan, sums) -> np.ndarray:
+        host = sums.copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        out = []
+        for name in self.program.result_names:
+            kind, slot = plan.outputs[name]
+            out.append(float(host[slot]))
+        return np.array(out, dtype=np.float64)
+
+    # running -----------------------------------------------------------
+    def train(self, data, order, batch_size, first_batch, last_batch, step):
+        data = self._resident(data)
+        graph = self._graph("train")
+        graph.ensure(batch_size)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        idx = self._cuda.to_device(order, stream=self.stream)     # once per call, not per batch
+        sums = self._sums(graph.plan)
+        for b in range(first_batch, last_batch):
+            off = b * batch_size
+            nb = min(batch_size, len(order) - off)
+            if nb <= 0:
+                break
+            graph.launch(data, idx, off, nb, step + b - first_batch, sums)
+        return self._results(graph.plan, sums)
+
+    def evaluate(self, data, batch_size):
+        data = self._resident(data)
+        graph = self._graph("evaluate")
+        graph.ensure(min(batch_size, max(1, data.n)))
+        sums = self._sums(graph.plan)
+        for start in range(0, data.n, batch_size):
+            graph.launch(data, None, start, min(batch_size, data.n - start), 0, sums)
+        return self._results(graph.plan, sums)
+
+    def predict(self, data, batch_size):
+        data = self._resident(data)
+        graph = self._graph("predict")
+        graph.ensure(min(batch_size, max(1, data.n)))
+        kind, vid = graph.plan.outputs["prediction"]
+        out_value = graph.plan.buffers[vid]
+        per = out_value.per_row
+        result = self._cuda.device_array(max(1, data.n * per), dtype=np.float32, stream=self.stream)
+        for start in range(0, data.n, batch_size):
+            nb = min(batch_size, data.n - start)
+            graph.launch(data, None, start, nb, 0, None)
+            result[start * per:(start + nb) * per].copy_to_device(graph.buffers[vid][:nb * per], stream=self.stream)
+        host = result.copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        return host[:data.n * per].reshape((data.n,) + tuple(self.program.output.shape[1:]))
+
+    @property
+    def kernel_launches_per_step(self) -> int:
+        return len(self.plans["train"].kernels) if "train" in self.plans else 0
+
+
+# ---------------------------------------------------------------- one graph, for tests
+
+def run_graph(graph, feeds: dict, params: dict, state: dict, step: int = 0,
+              config: LaunchConfig | None = None, gather: bool = True) -> tuple[dict, dict, dict]:
+    """Run any graph once on the device: `feeds` maps data input names to arrays
+    (one batch). Returns (outputs, params, state) as host arrays; batch means come
+    back as means, batched values as arrays. Used to check each lowering against
+    `numpy_target.run_graph`."""
+    from numba import cuda
+    config = config or (SIM_CONFIG if simulator_enabled() else GPU_CONFIG)
+    plan = plan_graph(graph, config, gather=gather)
+
+    class _Mini:     # the part of CudaBackend a _DeviceGraph needs
+        pass
+    host = _Mini()
+    host.stream = cuda.stream()
+    host.d_params = {k: cuda.to_device(np.ascontiguousarray(v, np.float32).reshape(-1)) for k, v in params.items()}
+    host.d_state = {k: cuda.to_device(np.ascontiguousarray(v, np.float32).reshape(-1)) for k, v in state.items()}
+    dg = _DeviceGraph(host, plan)
+    xs = [v for v in graph.inputs if v.role == "input"]
+    ys = [v for v in graph.inputs if v.role == "target"]
+    nb = len(next(iter(feeds.values())))
+    order = np.arange(nb, dtype=np.int64)[::-1].copy() if gather else None   # exercise the gather
+    def put(values, dtype):
+        if not values:
+            return None
+        a = np.asarray(feeds[values[0].name])
+        if gather:
+            a = a[order]       # stored in reverse; the index puts rows back in order
+        return cuda.to_device(np.ascontiguousarray(a, dtype=dtype).reshape(-1))
+    ydtype = np.int64 if ys and ys[0].dtype == I64 else np.float32
+    data = CudaData(put(xs, np.float32), put(ys, ydtype), nb)
+    dg.ensure(nb)
+    sums = cuda.to_device(np.zeros(max(1, plan.n_sums), np.float64))
+    idx = cuda.to_device(order) if gather else None
+    dg.launch(data, idx, 0, nb, step, sums)
+    host_sums = sums.copy_to_host()
+    outputs = {}
+    for key, (kind, ref) in plan.outputs.items():
+        if kind == "sum":
+            outputs[key] = np.float32(host_sums[ref] / nb)
+        else:
+            v = plan.buffers[ref]
+            n = v.per_row * (nb if v.batched else 1)
+            shape = graph.outputs[key].shape
+            shape = tuple(nb if d == "B" else d for d in shape)
+            outputs[key] = dg.buffers[ref].copy_to_host()[:n].reshape(shape)
+    shapes = {v.name: v.shape for v in graph.values()}
+    p_out = {k: a.copy_to_host().reshape(shapes.get(k, (-1,))) for k, a in host.d_params.items()}
+    s_out = {k: a.copy_to_host().reshape(shapes.get(k, (-1,))) for k, a in host.d_state.items()}
+    return outputs, p_out, s_out
+
+
+# ---------------------------------------------------------------- PTX and cubins
+
+def _cc(arch: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(?:sm_|compute_)?(\d)(\d+)", arch.strip())
+    if not m:
+        raise ModelcError(f"unknown GPU architecture '{arch}'", hint="use sm_80 (A100), sm_90 (H100), sm_89 ...")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _compiler_error(err: Exception) -> ModelcError:
+    return ModelcError(f"cannot compile CUDA kernels: {err}",
+                       hint="install the CUDA compiler libraries with pip install 'modelc[cuda]' "
+                            "(numba-cuda[cu12]) and run 'modelc doctor'")
+
+
+def emit_ptx(program, out_dir, arch: str = "sm_90", config: LaunchConfig = GPU_CONFIG) -> list[Path]:
+    """Compile every generated kernel of every graph to PTX for `arch` and write one
+    `<graph>.<kernel>.ptx` per kernel (atomically). Needs the CUDA compiler
+    libraries (NVVM, libdevice), not a GPU; not available under the simulator."""
+    if simulator_enabled():
+        raise ModelcError("PTX cannot be emitted under the CUDA simulator",
+                          hint="unset NUMBA_ENABLE_CUDASIM")
+    from numba import cuda
+    cc = _cc(arch)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    compiled: dict[tuple, str] = {}
+    for gname, plan in plans_for(program, config).items():
+        module = load_module(plan)
+        for k in plan.kernels:
+            key = (k.source, k.signature_text(), cc)
+            if key not in compiled:
+                try:
+                    compiled[key], _ = cuda.compile_ptx(getattr(module, k.name), kernel_signature(k), cc=cc)
+                except ModelcError:
+                    raise
+                except Exception as err:     # NVVM missing or rejecting the kernel
+                    if type(err).__name__ in ("NvvmSupportError", "CudaSupportError", "NvvmError"):
+                        raise _compiler_error(err) from None
+                    raise
+            path = out / f"{gname}.{k.name}.ptx"
+            _atomic_write(path, compiled[key].encode())
+            paths.append(path)
+    return paths
+
+
+@dataclass
+class KernelResources:
+    kernel: str
+    arch: str
+    registers: int
+    shared_bytes: int
+    spill_stores: int
+    spill_loads: int
+    stack_bytes: int
+    cubin_bytes: int
+
+    def __str__(self) -> str:
+        return (f"{self.kernel:<44} {self.arch}  {self.registers:>3} regs  {self.shared_bytes:>5} B smem  "
+                f"spills {self.spill_stores}/{self.spill_loads} B  stack {self.stack_bytes} B")
+
+
+def _nvjitlink_link(ptx: bytes, arch: str, name: str) -> tuple[bytes, str]:
+    from cuda.bindings import nvjitlink
+    handle = nvjitlink.create(2, [f"-arch={arch}", "-verbose"])
+    try:
+        try:
+            nvjitlink.add_data(handle, nvjitlink.InputType.PTX, ptx, len(ptx), name)
+            nvjitlink.complete(handle)
+        except Exception as err:
+            size = nvjitlink.get_error_log_size(handle)
+            log = bytearray(size)
+            nvjitlink.get_error_log(handle, log)
+            raise ModelcError(f"nvJitLink rejected {name}: {log.decode(errors='replace').strip() or err}")
+        cubin = bytearray(nvjitlink.get_linked_cubin_size(handle))
+        nvjitlink.get_linked_cubin(handle, cubin)
+        log = bytearray(nvjitlink.get_info_log_size(handle))
+        nvjitlink.get_info_log(handle, log)
+        return bytes(cubin), log.decode(errors="replace")
+    finally:
+        nvjitlink.destroy(handle)
+
+
+def _first(pattern: str, text: str) -> int:
+    m = re.search(pattern, text)
+    return int(m.group(1)) if m else 0
+
+
+def link_report(ptx_files, arch: str = "sm_90", cubin_dir=None) -> list[KernelResources]:
+    """Link each PTX file to a cubin with nvJitLink (no GPU needed) and report the
+    registers, shared memory, spills and stack ptxas assigned to its kernel."""
+    try:
+        from cuda.bindings import nvjitlink  # noqa: F401
+    except ImportError as err:
+        raise ModelcError(f"nvJitLink is not available: {err}",
+                          hint="pip install cuda-bindings nvidia-nvjitlink-cu12 (part of 'modelc[cuda]')")
+    major, minor = _cc(arch)
+    sm = f"sm_{major}{minor}"
+    rows = []
+    for path in map(Path, ptx_files):
+        cubin, log = _nvjitlink_link(path.read_bytes(), sm, path.name)
+        if cubin_dir is not None:
+            _atomic_write(Path(cubin_dir) / (path.stem + f".{sm}.cubin"), cubin)
+        rows.append(KernelResources(
+            kernel=path.stem, arch=sm, registers=_first(r"used (\d+) registers", log),
+            shared_bytes=_first(r"(\d+) bytes smem", log),
+            spill_stores=_first(r"(\d+) bytes spill stores", log),
+            spill_loads=_first(r"(\d+) bytes spill loads", log),
+            stack_bytes=_first(r"(\d+) bytes stack frame", log), cubin_bytes=len(cubin)))
+    return rows

@@ -1,0 +1,114 @@
+"""What a person sees while a model trains, and the history written afterwards.
+
+One Keras-style line per epoch on stdout; a live tqdm bar within the epoch on
+stderr, only when stderr is a terminal (a bar in a log file is noise); nothing
+at all when quiet. The history is JSON with Keras's metric names, written
+atomically so a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+
+@dataclass
+class History:
+    """Per-epoch results. `history` is Keras's dict of lists; `epochs` one dict per epoch."""
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for record in self.epochs:
+            for key, value in record.items():
+                if key != "epoch":
+                    out.setdefault(key, []).append(value)
+        return out
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.epochs[-1] if self.epochs else {}
+
+    def split(self, prefix: str) -> dict[str, float] | None:
+        """The last epoch's training (prefix "") or validation ("val_") results, by metric name."""
+        last = self.last
+        if prefix:
+            out = {k[len(prefix):]: v for k, v in last.items() if k.startswith(prefix)}
+        else:
+            out = {k: v for k, v in last.items() if k not in ("epoch", "seconds") and not k.startswith("val_")}
+        return out or None
+
+    def extend(self, other: "History") -> None:
+        offset = len(self.epochs)
+        for record in other.epochs:
+            self.epochs.append(dict(record, epoch=offset + record["epoch"]))
+
+    def to_dict(self, **extra: Any) -> dict[str, Any]:
+        return {"epochs": [dict(r) for r in self.epochs], **extra}
+
+    def __repr__(self) -> str:
+        return f"History({len(self.epochs)} epochs, keys={list(self.history)})"
+
+
+def write_history(path: str | os.PathLike, history: History, **extra: Any) -> None:
+    """The history as JSON, {"epochs": [{"epoch": 1, "loss": ...}, ...]}, written atomically."""
+    from modelc.runtime.checkpoint import atomic_write
+    text = json.dumps(history.to_dict(**extra), indent=2, allow_nan=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def format_value(value: float) -> str:
+    return f"{value:.4f}" if math.isfinite(value) and abs(value) >= 1e-4 or value == 0 else f"{value:.4g}"
+
+
+def format_epoch(epoch: int, epochs: int, batches: int, seconds: float, logs: dict[str, float],
+                 samples_per_second: float | None) -> str:
+    """`Epoch 3/10  1875/1875  0.21s  loss: 0.0912  accuracy: 0.9731  285,714 samples/s`."""
+    width = len(str(epochs))
+    parts = [f"Epoch {epoch:>{width}}/{epochs}", f"{batches}/{batches}", f"{seconds:.2f}s"]
+    parts += [f"{k}: {format_value(v)}" for k, v in logs.items() if k not in ("epoch", "seconds")]
+    if samples_per_second is not None and math.isfinite(samples_per_second):
+        parts.append(f"{samples_per_second:,.0f} samples/s")
+    return "  ".join(parts)
+
+
+class Progress:
+    """Progress for one `fit`: verbose 0 = nothing, 1 = lines and a live bar on a terminal, 2 = lines."""
+
+    def __init__(self, epochs: int, batches: int, verbose: int = 1, out: TextIO | None = None,
+                 err: TextIO | None = None):
+        self.epochs, self.batches, self.verbose = epochs, batches, verbose
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.bar = None
+        isatty = getattr(self.err, "isatty", None)
+        self.live = verbose == 1 and bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+
+    def start_epoch(self, epoch: int) -> None:
+        if not self.live:
+            return
+        from tqdm import tqdm
+        self.bar = tqdm(total=self.batches, desc=f"Epoch {epoch}/{self.epochs}", unit="batch",
+                        file=self.err, leave=False, dynamic_ncols=True, mininterval=0.1)
+
+    def advance(self, batches: int, logs: dict[str, float] | None = None) -> None:
+        if self.bar is not None:
+            if logs:
+                self.bar.set_postfix({k: format_value(v) for k, v in logs.items()}, refresh=False)
+            self.bar.update(batches)
+
+    def end_epoch(self, epoch: int, seconds: float, logs: dict[str, float],
+                  samples_per_second: float | None) -> None:
+        self.close()
+        if self.verbose:
+            print(format_epoch(epoch, self.epochs, self.batches, seconds, logs, samples_per_second),
+                  file=self.out, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
