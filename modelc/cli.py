@@ -80,7 +80,7 @@ def _model(args, seed: int | None = None, program=None):
     return model
 
 
-def _print_results(label: str, results: dict[str, float], samples: int | None = None) -> None:
+def _print_results(label: str, results: dict[str, float]) -> None:
     from modelc.runtime.progress import format_value
     for key, value in results.items():
         print(f"{label}{key}: {format_value(value)}")
@@ -150,7 +150,7 @@ def cmd_train(args) -> int:
         _note(f"wrote history to {args.history}", args.quiet)
     outcomes = model.check_expectations(result)
     for outcome in outcomes:
-        print(f"expect {outcome}")
+        print(outcome)
     failed = [o for o in outcomes if not o.passed]
     if failed:
         print(f"modelc: {len(failed)} of {len(outcomes)} expectation(s) failed", file=sys.stderr)
@@ -360,8 +360,9 @@ def cmd_compile(args) -> int:
         return EXIT_OK
     if args.arch:
         raise ModelcError("--arch goes with --emit-ptx DIR")
-    _model(args, program=program)
-    print(f"ok: {args.spec} compiled for {args.target}")
+    model = _model(args, program=program)
+    seconds = model.warm_up()
+    print(f"ok: {args.spec} compiled for {args.target} in {seconds:.2f}s")
     return EXIT_OK
 
 

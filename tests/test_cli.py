@@ -143,7 +143,7 @@ def test_train_then_eval_then_predict(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Epoch" not in result.stdout + result.stderr                   # quiet
     test_accuracy = re.search(r"^test\.accuracy: (\S+)$", result.stdout, re.M).group(1)
-    assert re.search(rf"^expect {re.escape(str(spec))}:18: test.accuracy >= 0.8 ok: ", result.stdout, re.M)
+    assert re.search(rf"^{re.escape(str(spec))}:18: test.accuracy >= 0.8 ok: ", result.stdout, re.M)
     data = json.loads(history.read_text())
     assert [e["epoch"] for e in data["epochs"]] == [1, 2, 3]
     assert set(data["epochs"][0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}

@@ -260,6 +260,17 @@ def test_loading_weights_of_another_spec_names_both(tmp_path):
     assert model.program.spec_hash in text and compile_tiny(OTHER_SPEC).program.spec_hash in text
 
 
+def test_a_comment_in_the_spec_keeps_its_checkpoints(tmp_path):
+    path = tmp_path / "tiny.npz"
+    model = compile_tiny()
+    model.fit(*make_data(), epochs=1, verbose=0)
+    model.save(path)
+    edited = compile_tiny("# a note added later\n\n" + SPEC.replace("metrics   accuracy", "metrics   accuracy  # kept"))
+    assert edited.program.spec_hash == model.program.spec_hash
+    edited.load_weights(path)
+    assert np.array_equal(edited.get_weights()["dense.kernel"], model.get_weights()["dense.kernel"])
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "plain_npz", "npy", "version"])
 def test_damaged_checkpoints_are_clear_errors(tmp_path, damage):
     good = tmp_path / "good.npz"
@@ -386,6 +397,24 @@ def test_bad_fit_arguments():
         compile_tiny(seed=-1)
 
 
+def test_callbacks_and_warm_up():
+    x, y = make_data(64)
+    model = compile_tiny()
+    before = model.get_weights()
+    assert model.warm_up() >= 0
+    assert model.step == 0
+    for name, value in before.items():
+        assert np.array_equal(value, model.get_weights()[name])      # warming up changes nothing
+    seen = []
+
+    class Recorder:
+        def on_epoch_end(self, epoch, logs):
+            seen.append((epoch, sorted(logs)))
+
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[Recorder(), lambda epoch, logs: seen.append(epoch)])
+    assert seen == [(1, ["accuracy", "epoch", "loss", "seconds"]), 1, (2, ["accuracy", "epoch", "loss", "seconds"]), 2]
+
+
 def test_unknown_target():
     with pytest.raises(ModelcError, match="unknown target 'gpu'"):
         modelc.compile(SPEC, target="gpu")
@@ -507,3 +536,16 @@ def test_import_modelc_does_not_import_numba():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_weights_move_between_targets(tmp_path):
+    """Checkpoints hold host arrays: written on numpy, read on cpu, the same predictions."""
+    pytest.importorskip("numba")
+    x, y = make_data(48)
+    model = compile_tiny()
+    model.fit(x, y, epochs=1, verbose=0)
+    path = tmp_path / "w.npz"
+    model.save(path)
+    on_cpu = modelc.load(SPEC, weights=path, target="cpu")
+    assert on_cpu.step == model.step
+    np.testing.assert_allclose(on_cpu.predict(x), model.predict(x), rtol=1e-5, atol=1e-6)

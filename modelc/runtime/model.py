@@ -211,6 +211,26 @@ class Model:
             self.step = 0
         self.backend.load_state(params, state)
 
+    def warm_up(self) -> float:
+        """Run every graph once on one zero sample, so a target compiles (and caches) its code
+        now rather than in the first epoch; the weights and state are put back. Returns seconds."""
+        start = time.perf_counter()
+        params, state = self.backend.read_state()
+        step = self.step
+        x = np.zeros((1,) + tuple(self.program.input.shape[1:]), np.float32)
+        target = self.program.target
+        if target is not None:
+            y = (np.zeros(1, np.int64) if target.format == "sparse"
+                 else np.zeros((1,) + tuple(target.value.shape[1:]), np.float32))
+            data = self.backend.upload(x, y)
+            if self.program.train is not None:
+                self.backend.train(data, np.zeros(1, np.int64), 1, 0, 1, 0)
+            self.backend.evaluate(data, 1)
+        self.backend.predict(self.backend.upload(x), 1)
+        self.backend.load_state(params, state)
+        self.step = step
+        return time.perf_counter() - start
+
     # ------------------------------------------------------------ data binding
 
     def _declared(self, decl) -> str:
@@ -327,7 +347,8 @@ class Model:
             shuffle: bool | None = None, seed: int | None = None, verbose: int = 1,
             callbacks: list | None = None) -> History:
         """Train as Keras's fit does. Unset options come from the spec's train section,
-        then Keras's defaults (1 epoch, batch 32, shuffled)."""
+        then Keras's defaults (1 epoch, batch 32, shuffled). `seed` re-seeds the batch
+        order only; the weights come from the seed the model was compiled with."""
         self._need_training()
         epochs = _positive_int(self.settings.epochs if epochs is None else epochs, "epochs")
         batch = _positive_int(self.settings.batch if batch_size is None else batch_size, "batch_size")
@@ -431,7 +452,8 @@ class Model:
         from modelc.runtime import data as data_sources
         if self.settings.data is None:
             spec = self.program.spec
-            raise SpecError("the train section names no data source", spec.pos, spec.source,
+            raise SpecError("the train section names no data source",
+                            spec.train[0].pos if spec.train else spec.pos, spec.source,
                             hint="add a line such as 'data mnist(scale=1/255)' to train { }")
         return data_sources.load(self.settings.data, data_dir=data_dir or self.data_dir,
                                  base_dir=self.base_dir, quiet=quiet)

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from modelc.compiler.codegen.cuda_kernels import (GPU_CONFIG, SIM_CONFIG, CudaCo
 from modelc.compiler.ir import I64
 from modelc.errors import ModelcError
 
-__all__ = ["CudaBackend", "CudaCodegenError", "emit_ptx", "link_report", "plans_for", "simulator_enabled",
+__all__ = ["CudaBackend", "CudaCodegenError", "emit_ptx", "plan_ptx", "link_report", "plans_for",
+           "simulator_enabled", "plan_graph",
            "GPU_CONFIG", "SIM_CONFIG", "LaunchConfig", "run_graph"]
 
 
@@ -43,12 +45,9 @@ def simulator_enabled() -> bool:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("MODELC_CACHE_DIR")
-    if root:
-        base = Path(root)
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelc"
-    path = base / "cuda"
+    """<the cpu target's cache folder>/cuda (MODELC_CACHE_DIR or the user's cache)."""
+    from modelc.compiler.codegen.cpu import cache_dir
+    path = cache_dir() / "cuda"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -75,9 +74,13 @@ def load_module(plan: Plan):
     key = plan.source_hash
     if key in _MODULES:
         return _MODULES[key]
-    path = _cache_dir() / f"modelc_cuda_{key}.py"
-    if not path.exists() or path.read_text() != plan.module_source:
-        _atomic_write(path, plan.module_source.encode())
+    try:
+        path = _cache_dir() / f"modelc_cuda_{key}.py"
+        if not path.exists() or path.read_text() != plan.module_source:
+            _atomic_write(path, plan.module_source.encode())
+    except OSError as err:
+        raise ModelcError(f"cannot write the generated kernels to the cache folder: {err}",
+                          hint="set MODELC_CACHE_DIR to a writable folder") from None
     name = f"modelc_cuda_{key}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -137,6 +140,8 @@ class _DeviceGraph:
         self.buffers: dict[int, object] = {}
         self.values = {v.id: v for v in plan.graph.values()}
         self.bound = None
+        self.simulated = simulator_enabled()
+        self._configs: dict[int, list] = {}
 
     def ensure(self, batch: int):
         """Buffers for `batch` rows; reallocated only when a larger batch arrives."""
@@ -175,13 +180,27 @@ class _DeviceGraph:
             bound.append((static, dynamic))
         self.bound = bound
 
+    def _launchers(self, nb: int) -> list:
+        """Configured launchers for a batch of nb rows, made once per batch size
+        (a full batch and the last, partial one). numba warns about grids under
+        128 blocks; small batches are small grids by design, so not here."""
+        stream = self.backend.stream
+        if self.simulated:   # the simulator's kernel[...] reconfigures and returns the kernel itself
+            return [disp[k.grid_dims(nb), k.block, stream] for k, disp in zip(self.plan.kernels, self.kernels)]
+        if nb not in self._configs:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Grid size")
+                self._configs[nb] = [disp[k.grid_dims(nb), k.block, stream]
+                                     for k, disp in zip(self.plan.kernels, self.kernels)]
+        return self._configs[nb]
+
     def launch(self, data: CudaData, idx, off: int, nb: int, step: int, sums) -> int:
         """Queue one batch's kernels on the backend's stream; returns the launch count."""
         if self.bound is None:
             self._bind()
         scalars = [s.values(step) for s in self.plan.step_scalars]
-        stream = self.backend.stream
-        for kern, disp, (static, dynamic) in zip(self.plan.kernels, self.kernels, self.bound):
+        launchers = self._launchers(nb)
+        for n, (static, dynamic) in enumerate(self.bound):
             args = list(static)
             for i, src in dynamic:
                 if src == "off":
@@ -198,8 +217,8 @@ class _DeviceGraph:
                     args[i] = data.x if src[1] == "x" else data.y
                 elif src[0] == "opt":
                     args[i] = scalars[src[1]][src[2]]
-            disp[kern.grid_dims(nb), kern.block, stream](*args)
-        return len(self.kernels)
+            launchers[n](*args)
+        return len(launchers)
 
 
 class CudaBackend(Backend):
@@ -414,40 +433,51 @@ def _compiler_error(err: Exception) -> ModelcError:
                             "(numba-cuda[cu12]) and run 'modelc doctor'")
 
 
-def emit_ptx(program, out_dir, arch: str = "sm_90", config: LaunchConfig = GPU_CONFIG) -> list[Path]:
-    """Compile every generated kernel of every graph to PTX for `arch` and write one
-    `<graph>.<kernel>.ptx` per kernel (atomically). Needs the CUDA compiler
+def plan_ptx(plan: Plan, arch: str = "sm_90", _memo: dict | None = None) -> dict[str, str]:
+    """PTX of every kernel of one plan, by kernel name. Needs the CUDA compiler
     libraries (NVVM, libdevice), not a GPU; not available under the simulator."""
     if simulator_enabled():
         raise ModelcError("PTX cannot be emitted under the CUDA simulator",
                           hint="unset NUMBA_ENABLE_CUDASIM")
     from numba import cuda
     cc = _cc(arch)
+    memo = {} if _memo is None else _memo
+    module = load_module(plan)
+    out = {}
+    for k in plan.kernels:
+        key = (k.source, k.signature_text(), cc)      # evaluate and predict share kernels
+        if key not in memo:
+            try:
+                memo[key], _ = cuda.compile_ptx(getattr(module, k.name), kernel_signature(k), cc=cc)
+            except ModelcError:
+                raise
+            except Exception as err:     # NVVM or libdevice missing
+                if type(err).__name__ in ("NvvmSupportError", "CudaSupportError", "NvvmError"):
+                    raise _compiler_error(err) from None
+                raise
+        out[k.name] = memo[key]
+    return out
+
+
+def emit_ptx(program, out_dir, arch: str = "sm_90", config: LaunchConfig = GPU_CONFIG) -> list[Path]:
+    """Compile every generated kernel of every graph to PTX for `arch` and write one
+    `<graph>.<kernel>.ptx` per kernel (atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    memo: dict = {}
     paths: list[Path] = []
-    compiled: dict[tuple, str] = {}
     for gname, plan in plans_for(program, config).items():
-        module = load_module(plan)
-        for k in plan.kernels:
-            key = (k.source, k.signature_text(), cc)
-            if key not in compiled:
-                try:
-                    compiled[key], _ = cuda.compile_ptx(getattr(module, k.name), kernel_signature(k), cc=cc)
-                except ModelcError:
-                    raise
-                except Exception as err:     # NVVM missing or rejecting the kernel
-                    if type(err).__name__ in ("NvvmSupportError", "CudaSupportError", "NvvmError"):
-                        raise _compiler_error(err) from None
-                    raise
-            path = out / f"{gname}.{k.name}.ptx"
-            _atomic_write(path, compiled[key].encode())
+        for name, ptx in plan_ptx(plan, arch, memo).items():
+            path = out / f"{gname}.{name}.ptx"
+            _atomic_write(path, ptx.encode())
             paths.append(path)
     return paths
 
 
 @dataclass
 class KernelResources:
+    """What ptxas assigned one kernel. `shared_bytes` is nvJitLink's figure: static
+    shared memory, plus on sm_90 the 1 KB per block the system reserves."""
     kernel: str
     arch: str
     registers: int
@@ -478,7 +508,7 @@ def _nvjitlink_link(ptx: bytes, arch: str, name: str) -> tuple[bytes, str]:
         nvjitlink.get_linked_cubin(handle, cubin)
         log = bytearray(nvjitlink.get_info_log_size(handle))
         nvjitlink.get_info_log(handle, log)
-        return bytes(cubin), log.decode(errors="replace")
+        return bytes(cubin), log.decode(errors="replace").rstrip("\x00")
     finally:
         nvjitlink.destroy(handle)
 

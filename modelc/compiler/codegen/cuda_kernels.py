@@ -694,8 +694,8 @@ def _row_bce(rb, op):
     else:
         def term(y, p):
             ys = _smooth_binary(y, ls)
-            return ([f"{q} = {_clip(p, _EPS, _ONE_EPS)}"],
-                    f"-({ys} * math.log({q}) + (f32(1.0) - {ys}) * math.log(f32(1.0) - {q}))")
+            return ([f"{q} = {_clip(p, _EPS, _ONE_EPS)}"],    # Keras: epsilon inside the logs too
+                    f"-({ys} * math.log({q} + {_EPS}) + (f32(1.0) - {ys}) * math.log(f32(1.0) - {q} + {_EPS}))")
     _per_sample_loss(rb, op, term, True)
 
 
@@ -710,8 +710,8 @@ def _row_bce_grad(rb, op):
         def term(y, p, g):
             ys = _smooth_binary(y, ls)
             return ([f"{q} = {_clip(p, _EPS, _ONE_EPS)}",
-                     f"{d} = ({q} - {ys}) / ({q} * (f32(1.0) - {q})) if {p} > {_EPS} and {p} < {_ONE_EPS} "
-                     f"else f32(0.0)"], f"{g} * {d} / {_count(rb)}")
+                     f"{d} = (f32(1.0) - {ys}) / (f32(1.0) - {q} + {_EPS}) - {ys} / ({q} + {_EPS}) "
+                     f"if {p} > {_EPS} and {p} < {_ONE_EPS} else f32(0.0)"], f"{g} * {d} / {_count(rb)}")
     _loss_grad(rb, op, term)
 
 

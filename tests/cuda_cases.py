@@ -1,0 +1,461 @@
+"""Small graphs and specs that exercise every lowering of the cuda target.
+
+Shared by tests/cuda_sim_check.py (which runs them under Numba's CUDA simulator
+against the numpy target) and tests/test_cuda_ptx.py (which compiles every
+kernel they generate to PTX, because the simulator does no type checking:
+a kernel it runs happily may still not compile for a GPU). Importing this
+module never imports numba.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from modelc.compiler import elementwise
+from modelc.compiler.build import build_program
+from modelc.compiler.emitter import Emitter
+from modelc.compiler.ir import BATCH, F32, I64, Graph, Value
+from modelc.grammar.parser import parse
+
+BATCH_SIZE = 8
+
+
+class G:
+    """A hand-built graph around one primitive: input x (and target t), a step."""
+
+    def __init__(self, x_shape, t_shape=None, t_dtype=F32):
+        self.x = Value("x", F32, (BATCH,) + tuple(x_shape), "input")
+        self.graph = Graph("check", inputs=[self.x])
+        self.t = None
+        if t_shape is not None:
+            self.t = Value("t", t_dtype, (BATCH,) + tuple(t_shape), "target")
+            self.graph.inputs.append(self.t)
+        self.step = Value("step", I64, (), "scalar")
+        self.graph.inputs.append(self.step)
+        self.emit = Emitter(self.graph, {"x", "t", "step"})
+        self.init: dict[str, np.ndarray] = {}
+        self.init_state: dict[str, np.ndarray] = {}
+
+    def __call__(self, prim, *inputs, **attrs):
+        return self.emit(prim, *inputs, **attrs)
+
+    def op(self, prim, *inputs, **attrs):
+        return self.emit.emit_op(prim, inputs, attrs)
+
+    def param(self, name, shape, rng, scale=0.5):
+        v = Value(name, F32, tuple(shape), "param")
+        self.graph.params.append(v)
+        self.init[name] = (rng.standard_normal(shape) * scale).astype(np.float32)
+        return v
+
+    def state(self, name, shape, rng):
+        v = Value(name, F32, tuple(shape), "state")
+        self.graph.state.append(v)
+        self.init_state[name] = (np.abs(rng.standard_normal(shape)) * 0.1).astype(np.float32)
+        return v
+
+    def slice(self, v, start, stop, axis=1):
+        return self("slice", v, axis=axis, start=start, stop=stop)
+
+    def out(self, **values):
+        self.graph.outputs.update(values)
+
+
+@dataclass
+class Case:
+    g: G
+    x: np.ndarray
+    t: np.ndarray | None = None
+    step: int = 3
+    # structural expectation on the plan: returns a complaint or None
+    expect: Callable | None = field(default=None)
+
+
+def rng_for(name: str):
+    return np.random.default_rng(sum(map(ord, name)))   # stable across runs (hash() is salted)
+
+
+def randn(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+CASES: list[tuple[str, Callable[[], Case]]] = []
+
+
+def case(name):
+    def register(fn):
+        CASES.append((name, fn))
+        return fn
+    return register
+
+
+# ---------------------------------------------------------------- matmul
+
+@case("matmul: x @ W, rows gathered through the index")
+def _():
+    rng = rng_for("mm1")
+    g = G((5,))
+    w = g.param("w", (5, 7), rng)
+    g.out(y=g("matmul", g.x, w))
+    return Case(g, randn(rng, BATCH_SIZE, 5))
+
+
+@case("matmul: x^T @ s (ta, the gathered operand transposed), batch 7")
+def _():
+    rng = rng_for("mm2")
+    g = G((6,))
+    s = g.slice(g.x, 1, 4)
+    g.out(y=g("matmul", g.x, s, ta=True))
+    return Case(g, randn(rng, 7, 6))
+
+
+@case("matmul: x @ W^T (tb)")
+def _():
+    rng = rng_for("mm3")
+    g = G((6,))
+    w = g.param("w", (7, 6), rng)
+    g.out(y=g("matmul", g.x, w, tb=True))
+    return Case(g, randn(rng, BATCH_SIZE, 6))
+
+
+@case("matmul: A^T @ B^T (ta and tb), unbatched")
+def _():
+    rng = rng_for("mm4")
+    g = G((3,))
+    a = g.param("a", (5, 6), rng)
+    b = g.param("b", (7, 5), rng)
+    g.out(y=g("matmul", a, b, ta=True, tb=True))
+    return Case(g, randn(rng, BATCH_SIZE, 3))
+
+
+def _fused_colsum(plan):
+    if not any(k.kind == "matmul" and any(o.prim == "sum_to_last" for o in k.ops) for k in plan.kernels):
+        return "sum_to_last was not fused into the weight-gradient matmul"
+    return None
+
+
+@case("matmul: a^T @ g with the bias gradient sum_to_last(g) fused, batch 7")
+def _():
+    rng = rng_for("mm5")
+    g = G((9,))
+    a = g.slice(g.x, 0, 3)
+    d = g.slice(g.x, 3, 9)
+    g.out(kernel=g("matmul", a, d, ta=True), bias=g("sum_to_last", d))
+    return Case(g, randn(rng, 7, 9), expect=_fused_colsum)
+
+
+def _one_kernel(plan):
+    return None if len(plan.kernels) == 1 else f"expected one fused kernel, got:\n{plan.describe()}"
+
+
+@case("matmul epilogue: bias_add, tanh, dropout in one kernel")
+def _():
+    rng = rng_for("mm6")
+    g = G((5,))
+    w = g.param("w", (5, 6), rng)
+    b = g.param("b", (6,), rng)
+    z = g("bias_add", g("matmul", g.x, w), b)
+    h = g("act", z, fn="tanh")
+    drop = g.op("dropout", h, g.step, rate=0.4, seed=77)
+    g.out(z=z, y=drop.outputs[0], mask=drop.outputs[1])
+    return Case(g, randn(rng, BATCH_SIZE, 5), step=11, expect=_one_kernel)
+
+
+# ---------------------------------------------------------------- elementwise
+
+@case("bias_add on its own")
+def _():
+    rng = rng_for("bias")
+    g = G((2, 3))
+    b = g.param("b", (3,), rng)
+    g.out(y=g("bias_add", g.x, b))
+    return Case(g, randn(rng, BATCH_SIZE, 2, 3))
+
+
+def _activation_case(name):
+    fn = elementwise.ACTIVATIONS[name]
+    params = {k: (0.1 if k == "negative_slope" else 0.7) for k in fn.params}
+
+    def build():
+        rng = rng_for("act" + name)
+        g = G((10,))
+        z = g.slice(g.x, 0, 5)
+        d = g.slice(g.x, 5, 10)
+        y = g("act", z, fn=name, **params)
+        g.out(y=y, dz=g("act_grad", d, z, y, fn=name, **params))
+        x = randn(rng, BATCH_SIZE, 10, scale=3.0)
+        x[0, :5] = [-30.0, -1e-3, 0.0, 1e-3, 30.0]     # both sides, zero, and saturation
+        return Case(g, x)
+    return build
+
+
+for _name in elementwise.ACTIVATIONS:
+    case(f"act and act_grad: {_name}")(_activation_case(_name))
+
+
+@case("add of three, mul")
+def _():
+    rng = rng_for("add")
+    g = G((9,))
+    a, b, c = g.slice(g.x, 0, 3), g.slice(g.x, 3, 6), g.slice(g.x, 6, 9)
+    g.out(sum=g("add", a, b, c), prod=g("mul", a, c))
+    return Case(g, randn(rng, BATCH_SIZE, 9))
+
+
+@case("concat and slice on axes 1 and 2, reshape")
+def _():
+    rng = rng_for("concat")
+    g = G((2, 3))
+    a = g.slice(g.x, 0, 2, axis=2)
+    b = g.slice(g.x, 2, 3, axis=2)
+    joined = g("concat", b, a, axis=2)
+    row = g.slice(g.x, 1, 2, axis=1)
+    flat = g("reshape", g.x, shape=(6,))
+    g.out(joined=joined, row=row, wide=g("concat", flat, g("reshape", joined, shape=(6,)), axis=1))
+    return Case(g, randn(rng, BATCH_SIZE, 2, 3))
+
+
+@case("dropout: the same counter hash as primitives.dropout_uniform")
+def _():
+    rng = rng_for("dropout")
+    g = G((7,))
+    op = g.op("dropout", g.x, g.step, rate=0.3, seed=123456789)
+    g.out(y=op.outputs[0], mask=op.outputs[1])
+    return Case(g, randn(rng, BATCH_SIZE, 7), step=2 ** 33 + 5)
+
+
+@case("sum_to_last on its own: 2-D and 3-D")
+def _():
+    rng = rng_for("colsum")
+    g = G((2, 3))
+    g.out(s3=g("sum_to_last", g.x), s2=g("sum_to_last", g("reshape", g.x, shape=(6,))))
+    return Case(g, randn(rng, BATCH_SIZE, 2, 3))
+
+
+# ---------------------------------------------------------------- rows
+
+@case("softmax (T=0.7) and softmax_grad")
+def _():
+    rng = rng_for("softmax")
+    g = G((10,))
+    z, d = g.slice(g.x, 0, 5), g.slice(g.x, 5, 10)
+    y = g("softmax", z, temperature=0.7)
+    g.out(y=y, dz=g("softmax_grad", d, y, temperature=0.7))
+    return Case(g, randn(rng, BATCH_SIZE, 10, scale=3.0))
+
+
+@case("log_softmax (T=1.3) and log_softmax_grad")
+def _():
+    rng = rng_for("log_softmax")
+    g = G((10,))
+    z, d = g.slice(g.x, 0, 5), g.slice(g.x, 5, 10)
+    y = g("log_softmax", z, temperature=1.3)
+    g.out(y=y, dz=g("log_softmax_grad", d, y, temperature=1.3))
+    return Case(g, randn(rng, BATCH_SIZE, 10, scale=3.0))
+
+
+@case("softmax and log_softmax over the last axis of a 3-D input")
+def _():
+    rng = rng_for("softmax3")
+    g = G((2, 3))
+    y = g("log_softmax", g.x)
+    g.out(p=g("softmax", g.x, temperature=2.0), y=y, dz=g("log_softmax_grad", g.x, y))
+    return Case(g, randn(rng, BATCH_SIZE, 2, 3, scale=2.0))
+
+
+def _loss_graph(loss, attrs, x_shape, t_shape, t_dtype, make_p):
+    g = G(x_shape, t_shape, t_dtype)
+    p = make_p(g)
+    per = g(loss, g.t, p, **attrs)
+    gs = g("mean_grad", g("constant", value=1.0), per)
+    g.out(loss=g("mean", per), per_sample=per, dp=g(loss + "_grad", g.t, p, gs, **attrs))
+    return g
+
+
+def _loss_case(label, loss, attrs, kind):
+    def build():
+        rng = rng_for(label)
+        if kind == "regression":
+            g = _loss_graph(loss, attrs, (2, 3), (2, 3), F32, lambda g: g.x)
+            return Case(g, randn(rng, BATCH_SIZE, 2, 3), randn(rng, BATCH_SIZE, 2, 3))
+        if kind == "binary":
+            x = randn(rng, BATCH_SIZE, 3, scale=4.0)
+            x[0] = [40.0, -40.0, 0.0]                  # probabilities clipped at both ends
+            t = rng.integers(0, 2, (BATCH_SIZE, 3)).astype(np.float32)
+            make = (lambda g: g.x) if attrs.get("from_logits") else (lambda g: g("act", g.x, fn="sigmoid"))
+            return Case(_loss_graph(loss, attrs, (3,), (3,), F32, make), x, t)
+        x = randn(rng, BATCH_SIZE, 4, scale=2.0)
+        make = (lambda g: g.x) if attrs.get("from_logits") else (lambda g: g("softmax", g.x))
+        if kind == "sparse":
+            t = rng.integers(0, 4, BATCH_SIZE).astype(np.int64)
+            return Case(_loss_graph(loss, attrs, (4,), (), I64, make), x, t)
+        if kind == "distribution":
+            t = rng.random((BATCH_SIZE, 4)).astype(np.float32)
+            t[0, 0] = 0.0                                # a clipped target
+            t /= t.sum(axis=1, keepdims=True)
+        else:
+            t = np.eye(4, dtype=np.float32)[rng.integers(0, 4, BATCH_SIZE)]
+        return Case(_loss_graph(loss, attrs, (4,), (4,), F32, make), x, t)
+    return build
+
+
+LOSS_CASES = [
+    ("mean_squared_error", {}, "regression"),
+    ("mean_absolute_error", {}, "regression"),
+    ("huber", {"delta": 0.5}, "regression"),
+    ("binary_crossentropy", {}, "binary"),
+    ("binary_crossentropy", {"label_smoothing": 0.1}, "binary"),
+    ("binary_crossentropy", {"from_logits": True, "label_smoothing": 0.2}, "binary"),
+    ("categorical_crossentropy", {}, "categorical"),
+    ("categorical_crossentropy", {"label_smoothing": 0.2}, "categorical"),
+    ("categorical_crossentropy", {"from_logits": True, "temperature": 0.7, "label_smoothing": 0.1}, "categorical"),
+    ("sparse_categorical_crossentropy", {}, "sparse"),
+    ("sparse_categorical_crossentropy", {"from_logits": True, "temperature": 0.5}, "sparse"),
+    ("kl_divergence", {}, "distribution"),
+]
+for _loss, _attrs, _kind in LOSS_CASES:
+    _label = f"loss {_loss}" + (f" {_attrs}" if _attrs else "")
+    case(_label + ", its gradient, mean and mean_grad")(_loss_case(_label, _loss, _attrs, _kind))
+
+
+@case("metric sparse_accuracy")
+def _():
+    rng = rng_for("metrics")
+    g = G((4,), (), I64)
+    g.out(sparse=g("mean", g("sparse_accuracy", g.t, g.x)))
+    return Case(g, randn(rng, BATCH_SIZE, 4), rng.integers(0, 4, BATCH_SIZE).astype(np.int64))
+
+
+@case("metric categorical_accuracy")
+def _():
+    rng = rng_for("metrics2")
+    g = G((4,), (4,))
+    g.out(categorical=g("mean", g("categorical_accuracy", g.t, g.x)), per=g("categorical_accuracy", g.t, g.x))
+    return Case(g, randn(rng, BATCH_SIZE, 4), np.eye(4, dtype=np.float32)[rng.integers(0, 4, BATCH_SIZE)])
+
+
+@case("metric binary_accuracy (threshold 0.3)")
+def _():
+    rng = rng_for("metrics3")
+    g = G((4,), (4,))
+    g.out(binary=g("mean", g("binary_accuracy", g.t, g("act", g.x, fn="sigmoid"), threshold=0.3)))
+    return Case(g, randn(rng, BATCH_SIZE, 4), rng.integers(0, 2, (BATCH_SIZE, 4)).astype(np.float32))
+
+
+# ---------------------------------------------------------------- optimizers
+
+OPTIMIZER_CASES = [
+    ("sgd_update", {"lr": 0.1}),
+    ("sgd_update", {"lr": 0.1, "momentum": 0.9}),
+    ("sgd_update", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "schedule": ("inverse_time_decay", 0.5, 3, False)}),
+    ("adam_update", {"lr": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
+    ("adam_update", {"lr": 0.01, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-6,
+                     "schedule": ("exponential_decay", 0.5, 3, True)}),
+    ("adamw_update", {"lr": 0.01, "weight_decay": 0.05, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
+    ("rmsprop_update", {"lr": 0.01, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7}),
+    ("rmsprop_update", {"lr": 0.01, "rho": 0.8, "momentum": 0.5, "epsilon": 1e-7,
+                        "schedule": ("cosine_decay", 10, 0.1)}),
+]
+STATE_KINDS = {"sgd_update": 1, "adam_update": 2, "adamw_update": 2, "rmsprop_update": 2}
+
+
+def _optimizer_case(prim, attrs):
+    def build():
+        rng = rng_for(prim + str(attrs))
+        g = G((7,))
+        a, d = g.slice(g.x, 0, 3), g.slice(g.x, 3, 7)
+        w, b = g.param("w", (3, 4), rng), g.param("b", (4,), rng)
+        gw, gb = g("matmul", a, d, ta=True), g("sum_to_last", d)
+        for p, grad in ((w, gw), (b, gb)):
+            state = [g.state(f"{p.name}.s{i}", p.shape, rng) for i in range(STATE_KINDS[prim])]
+            g.emit.emit_op(prim, (p, grad, *state, g.step), dict(attrs), writes=(p, *state))
+        g.out(gw=gw)
+        return Case(g, randn(rng, BATCH_SIZE, 7), step=7)
+    return build
+
+
+for _prim, _attrs in OPTIMIZER_CASES:
+    case(f"optimizer {_prim} {_attrs}")(_optimizer_case(_prim, _attrs))
+
+
+# ---------------------------------------------------------------- whole specs
+
+SPECS = {
+    "blobs": """
+model blobs
+input  point: f32[2]
+target label: f32[3] onehot
+network {
+    point -> dense(50, relu) -> dense(3, softmax) => probs
+}
+loss      categorical_crossentropy(label, probs)
+optimizer adam(lr=0.01)
+metrics   accuracy
+""",
+    "features": """
+model features
+input  x: f32[6]
+target t: f32[3]
+network {
+    x -> dense(5, tanh) => h
+    h -> dropout(0.25) -> dense(5, leaky_relu(negative_slope=0.1)) => a
+    (h, a) -> add => s
+    (s, h) -> concat -> dense(3, elu) -> dense(3) => out
+}
+loss      huber(t, out, delta=0.5)
+optimizer sgd(lr=0.05, momentum=0.9, nesterov=true)
+metrics   mae, mse
+train {
+    schedule exponential_decay(rate=0.5, steps=2, staircase=true)
+}
+""",
+    "binary": """
+model binary
+input  x: f32[2, 3]
+target t: f32[2]
+network {
+    x -> flatten -> dense(4, gelu) -> dense(4, softplus) -> dense(4, silu) -> dense(2, sigmoid) => p
+}
+loss      binary_crossentropy(t, p, label_smoothing=0.1)
+optimizer rmsprop(lr=0.01, momentum=0.5)
+metrics   accuracy
+""",
+    "sparse": """
+model sparse
+input  x: f32[5]
+target k: int[] classes 4
+network {
+    x -> dense(6, selu) -> dense(4, softmax(temperature=0.5)) => p
+}
+loss      sparse_categorical_crossentropy(k, p)
+optimizer adamw(lr=0.01, weight_decay=0.1)
+metrics   accuracy
+train {
+    schedule cosine_decay(steps=4, alpha=0.1)
+}
+""",
+}
+
+
+def program(name: str):
+    return build_program(parse(SPECS[name], f"<{name}>"))
+
+
+def spec_data(prog, n, rng):
+    """Inputs and targets of the right kind for a program's loss."""
+    x = randn(rng, n, *prog.input.shape[1:], scale=2.0)
+    target = prog.target
+    if target.format == "sparse":
+        y = rng.integers(0, target.classes, n).astype(np.int64)
+    elif target.format == "onehot":
+        y = np.eye(target.classes, dtype=np.float32)[rng.integers(0, target.classes, n)]
+    elif prog.loss_name in ("binary_crossentropy",):
+        y = rng.integers(0, 2, (n,) + tuple(target.value.shape[1:])).astype(np.float32)
+    elif prog.loss_name == "kl_divergence":
+        y = rng.random((n,) + tuple(target.value.shape[1:])).astype(np.float32) + 0.05
+        y /= y.sum(axis=-1, keepdims=True)
+    else:
+        y = randn(rng, n, *target.value.shape[1:])
+    return x, y

@@ -1,0 +1,230 @@
+"""The cuda target under Numba's CUDA simulator, against the numpy target.
+
+Run as its own process with NUMBA_ENABLE_CUDASIM=1 in the environment (the
+simulator is chosen when numba is first imported, so it must never be switched
+on inside the main pytest process): tests/test_cuda_sim.py does that.
+
+Two kinds of check, each printed as `ok NAME` or `FAIL NAME: why`:
+  * every case of tests/cuda_cases.py (one small graph per primitive, per
+    activation, per loss variant, per optimizer), run once by
+    `cuda.run_graph` and by `numpy_target.run_graph` on the same inputs, with
+    every output, parameter and state array compared;
+  * whole specs through the Backend interface: same weights, same batches, a
+    few training steps, then evaluate and predict, against the numpy backend.
+Shapes are tiny (batch 8, a few units): the simulator runs each GPU thread as a
+Python thread. The exit status is the number of failed checks (0 = all passed).
+
+    NUMBA_ENABLE_CUDASIM=1 python tests/cuda_sim_check.py [NAME-SUBSTRING ...]
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+    sys.exit("run with NUMBA_ENABLE_CUDASIM=1 (the simulator must be chosen before numba is imported)")
+# The simulator's block manager polls its threads; a short GIL switch interval
+# lets blocked threads hand over quickly (several times faster on 2 cores).
+sys.setswitchinterval(1e-5)
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import numpy as np  # noqa: E402
+from numba.core import config as _numba_config  # noqa: E402
+from numba.core import types as _nbtypes  # noqa: E402
+from numba.cuda.simulator import kernelapi as _kernelapi  # noqa: E402
+from numba.np import numpy_support as _npsupport  # noqa: E402
+
+from tests import cuda_cases  # noqa: E402
+from modelc.compiler.catalog import initialize  # noqa: E402
+from modelc.compiler.codegen import get_backend  # noqa: E402
+from modelc.compiler.codegen import cuda as cuda_target  # noqa: E402
+from modelc.compiler.codegen.numpy_target import run_graph as numpy_run  # noqa: E402
+
+assert _numba_config.ENABLE_CUDASIM, "numba did not pick up NUMBA_ENABLE_CUDASIM"
+
+# One kernel against the reference differs only by summation order and float32
+# rounding (the simulator evaluates math.* in float64); a few training steps
+# compound that a little.
+PRIM_RTOL, PRIM_ATOL = 2e-5, 2e-6
+TRAIN_RTOL, TRAIN_ATOL = 1e-4, 1e-5
+
+
+def _install_shared_array_lock():
+    """numba-cuda 0.30's simulator allocates a block's shared array on first use with
+    an unlocked get-then-set keyed by the calling line, so two threads of one block
+    can race and get different arrays (a real GPU shares one): a rare, random
+    wrong answer, more likely with the short switch interval above. Same logic,
+    under a lock."""
+    lock = threading.Lock()
+    original = _kernelapi.FakeCUDAShared.array
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:
+            return original(self, shape, dtype, alignment)
+        frame = sys._getframe(1)
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        if isinstance(dtype, _nbtypes.Type):
+            dtype = _npsupport.as_dtype(dtype)
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                res = np.empty(shape, dtype)
+                self._allocations[caller] = res
+        return res
+
+    _kernelapi.FakeCUDAShared.array = array
+
+
+_install_shared_array_lock()
+
+
+class Mismatch(AssertionError):
+    pass
+
+
+def compare(what: str, got, want, rtol, atol) -> float:
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        raise Mismatch(f"{what}: shape {got.shape}, expected {want.shape}")
+    err = np.abs(got - want)
+    bad = err > atol + rtol * np.abs(want)
+    if bad.any() or not np.array_equal(np.isnan(got), np.isnan(want)):
+        i = np.unravel_index(np.argmax(np.where(bad, err, 0)), err.shape) if bad.any() else ()
+        raise Mismatch(f"{what}: max abs error {np.nanmax(err):.3g} (at {tuple(int(j) for j in i)}: "
+                       f"got {got[i] if i else got}, expected {want[i] if i else want})")
+    return float(err.max()) if err.size else 0.0
+
+
+# ---------------------------------------------------------------- one graph
+
+def check_case(c: cuda_cases.Case) -> float:
+    g = c.g
+    if c.expect is not None:
+        complaint = c.expect(cuda_target.plan_graph(g.graph, cuda_target.SIM_CONFIG))
+        if complaint:
+            raise Mismatch(complaint)
+    env = {g.x.id: c.x, g.step.id: np.int64(c.step)}
+    feeds = {"x": c.x}
+    if g.t is not None:
+        env[g.t.id], feeds["t"] = c.t, c.t
+    params = {k: v.copy() for k, v in g.init.items()}
+    state = {k: v.copy() for k, v in g.init_state.items()}
+    env.update({p.id: params[p.name] for p in g.graph.params})
+    env.update({s.id: state[s.name] for s in g.graph.state})
+    want = numpy_run(g.graph, env)       # updates params and state in place
+    outs, got_params, got_state = cuda_target.run_graph(g.graph, feeds, g.init, g.init_state, step=c.step)
+    worst = 0.0
+    for key, value in want.items():
+        worst = max(worst, compare(f"output {key}", outs[key], value, PRIM_RTOL, PRIM_ATOL))
+    for key, value in params.items():
+        worst = max(worst, compare(f"param {key}", got_params[key], value, PRIM_RTOL, PRIM_ATOL))
+    for key, value in state.items():
+        worst = max(worst, compare(f"state {key}", got_state[key], value, PRIM_RTOL, PRIM_ATOL))
+    return worst
+
+
+# ---------------------------------------------------------------- whole specs
+
+def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE):
+    """Same weights, same batches on numpy and cuda: the result sums, every parameter
+    and state array after `steps` updates, then evaluate and predict."""
+    rng = np.random.default_rng(7)
+    params = {i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out) for i in prog.params}
+    for info in prog.params:   # non-zero biases, so bias paths matter from the first step
+        if info.init == "zeros":
+            params[info.value.name] = cuda_cases.randn(rng, *info.value.shape, scale=0.1)
+    state = {v.name: np.zeros(v.shape, np.float32) for v in prog.state}
+    x, y = cuda_cases.spec_data(prog, n, rng)
+    order = rng.permutation(n)
+    results = {}
+    for target in ("numpy", "cuda"):
+        backend = get_backend(target, prog)
+        backend.load_state(params, state)
+        data = backend.upload(x, y)
+        sums = backend.train(data, order, batch, 0, steps, 0)
+        weights, opt = backend.read_state()
+        results[target] = (sums, weights, opt, backend.evaluate(data, batch), backend.predict(data, batch),
+                           backend.kernel_launches_per_step)
+    (s0, w0, o0, e0, p0, _), (s1, w1, o1, e1, p1, launches) = results["numpy"], results["cuda"]
+    worst = compare("train sums", s1, s0, TRAIN_RTOL, TRAIN_ATOL)
+    for k in w0:
+        worst = max(worst, compare(f"param {k}", w1[k], w0[k], TRAIN_RTOL, TRAIN_ATOL))
+    for k in o0:
+        worst = max(worst, compare(f"state {k}", o1[k], o0[k], TRAIN_RTOL, TRAIN_ATOL))
+    worst = max(worst, compare("evaluate sums", e1, e0, TRAIN_RTOL, TRAIN_ATOL))
+    worst = max(worst, compare("predict", p1, p0, TRAIN_RTOL, TRAIN_ATOL))
+    return worst, launches
+
+
+SPEC_CHECKS = []
+
+
+def spec_check(name):
+    def register(fn):
+        SPEC_CHECKS.append((name, fn))
+        return fn
+    return register
+
+
+@spec_check("blobs spec: 3 steps of adam at batch 8, then evaluate and predict; 7 launches per step")
+def _():
+    worst, launches = compare_training(cuda_cases.program("blobs"), 30, 3)
+    if launches != 7:
+        raise Mismatch(f"blobs should take 7 kernel launches per step, takes {launches}")
+    return worst
+
+
+@spec_check("dropout, add, concat, huber, mae/mse, nesterov sgd with a schedule; a partial batch")
+def _():
+    return compare_training(cuda_cases.program("features"), 12, 2)[0]
+
+
+@spec_check("gelu/softplus/silu, sigmoid + binary cross-entropy on logits, rmsprop with momentum")
+def _():
+    return compare_training(cuda_cases.program("binary"), 16, 2)[0]
+
+
+@spec_check("softmax(temperature) + sparse cross-entropy on logits, adamw with cosine decay")
+def _():
+    return compare_training(cuda_cases.program("sparse"), 24, 3)[0]
+
+
+@spec_check("specs/blobs.model: 3 steps at batch 8")
+def _():
+    from modelc.compiler.build import build_program
+    from modelc.grammar.parser import parse_file
+    path = HERE.parent / "specs" / "blobs.model"
+    return compare_training(build_program(parse_file(path)), 24, 3)[0]
+
+
+def main(argv) -> int:
+    wanted = [a.lower() for a in argv]
+    checks = [(name, (lambda build=build: check_case(build()))) for name, build in cuda_cases.CASES]
+    checks += SPEC_CHECKS
+    failures = ran = 0
+    start = time.perf_counter()
+    for name, fn in checks:
+        if wanted and not any(w in name.lower() for w in wanted):
+            continue
+        ran += 1
+        t0 = time.perf_counter()
+        try:
+            worst = fn()
+            print(f"ok   {name}  (max abs error {worst:.2g}, {time.perf_counter() - t0:.1f} s)", flush=True)
+        except Mismatch as err:
+            failures += 1
+            print(f"FAIL {name}: {err}", flush=True)
+        except Exception:
+            failures += 1
+            print(f"FAIL {name}: crashed\n{traceback.format_exc()}", flush=True)
+    print(f"{ran} checks, {failures} failed, {time.perf_counter() - start:.1f} s", flush=True)
+    return failures
+
+
+if __name__ == "__main__":
+    sys.exit(min(main(sys.argv[1:]), 100))
