@@ -7,7 +7,6 @@ autodiff makes the `train` graph. Parameters are shared between the two.
 from __future__ import annotations
 
 import hashlib
-import re
 import zlib
 
 from modelc.compiler import passes
@@ -389,7 +388,7 @@ def _build(spec: ast.Spec) -> Program:
 
     ordered = [p for p in params.values()]
     # Source lines are left out, so a comment added to the spec keeps its checkpoints valid.
-    arch = re.sub(r"\s+# line \d+", "", format_graph(predict))
+    arch = format_graph(predict, locations=False)
     arch += "".join(f"{p.value.name}{p.value.shape}" for p in ordered)
     return Program(
         name=spec.name.name, spec=spec, spec_hash=hashlib.sha256(arch.encode()).hexdigest()[:16],

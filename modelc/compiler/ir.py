@@ -110,25 +110,25 @@ def _format_attr(value: Any) -> str:
     return str(value)
 
 
-def format_op(op: Op) -> str:
+def format_op(op: Op, locations: bool = True) -> str:
     lhs = ", ".join(repr(v) for v in op.outputs)
     args = ", ".join(f"%{v.name}" for v in op.inputs)
     attrs = " ".join(f"{k}={_format_attr(v)}" for k, v in op.attrs.items())
     text = f"{op.prim}({args})" + (f" {{{attrs}}}" if attrs else "")
     if op.writes:
         text += "  ! writes " + ", ".join(f"%{v.name}" for v in op.writes)
-    if op.loc is not None and op.loc.line:
+    if locations and op.loc is not None and op.loc.line:
         text += f"    # line {op.loc.line}"
     return f"  {lhs} = {text}" if lhs else f"  {text}"
 
 
-def format_graph(graph: Graph) -> str:
+def format_graph(graph: Graph, locations: bool = True) -> str:
     lines = [f"graph {graph.name}("]
     for title, values in (("inputs", graph.inputs), ("params", graph.params), ("state", graph.state)):
         if values:
             lines.append(f"  {title}: " + ", ".join(repr(v) for v in values))
     lines.append(") {")
-    lines += [format_op(op) for op in graph.ops]
+    lines += [format_op(op, locations) for op in graph.ops]
     outs = ", ".join(f"{k}=%{v.name}" for k, v in graph.outputs.items())
     lines.append(f"  return {outs}")
     lines.append("}")
