@@ -20,24 +20,17 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
     sys.exit("run with NUMBA_ENABLE_CUDASIM=1 (the simulator must be chosen before numba is imported)")
-# The simulator's block manager polls its threads; a short GIL switch interval
-# lets blocked threads hand over quickly (several times faster on 2 cores).
-sys.setswitchinterval(1e-5)
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import numpy as np  # noqa: E402
 from numba.core import config as _numba_config  # noqa: E402
-from numba.core import types as _nbtypes  # noqa: E402
-from numba.cuda.simulator import kernelapi as _kernelapi  # noqa: E402
-from numba.np import numpy_support as _npsupport  # noqa: E402
 
 from tests import cuda_cases  # noqa: E402
 from modelc.compiler.catalog import initialize  # noqa: E402
@@ -46,41 +39,15 @@ from modelc.compiler.codegen import cuda as cuda_target  # noqa: E402
 from modelc.compiler.codegen.numpy_target import run_graph as numpy_run  # noqa: E402
 
 assert _numba_config.ENABLE_CUDASIM, "numba did not pick up NUMBA_ENABLE_CUDASIM"
+# The backend locks the simulator's shared-array allocation (a race in numba-cuda
+# 0.30's simulator) and paces its threads; run_graph does the same.
+cuda_target.prepare_simulator()
 
 # One kernel against the reference differs only by summation order and float32
 # rounding (the simulator evaluates math.* in float64); a few training steps
 # compound that a little.
 PRIM_RTOL, PRIM_ATOL = 2e-5, 2e-6
 TRAIN_RTOL, TRAIN_ATOL = 1e-4, 1e-5
-
-
-def _install_shared_array_lock():
-    """numba-cuda 0.30's simulator allocates a block's shared array on first use with
-    an unlocked get-then-set keyed by the calling line, so two threads of one block
-    can race and get different arrays (a real GPU shares one): a rare, random
-    wrong answer, more likely with the short switch interval above. Same logic,
-    under a lock."""
-    lock = threading.Lock()
-    original = _kernelapi.FakeCUDAShared.array
-
-    def array(self, shape, dtype, alignment=None):
-        if shape == 0 or alignment is not None:
-            return original(self, shape, dtype, alignment)
-        frame = sys._getframe(1)
-        caller = (frame.f_code.co_filename, frame.f_lineno)
-        if isinstance(dtype, _nbtypes.Type):
-            dtype = _npsupport.as_dtype(dtype)
-        with lock:
-            res = self._allocations.get(caller)
-            if res is None:
-                res = np.empty(shape, dtype)
-                self._allocations[caller] = res
-        return res
-
-    _kernelapi.FakeCUDAShared.array = array
-
-
-_install_shared_array_lock()
 
 
 class Mismatch(AssertionError):
@@ -130,9 +97,10 @@ def check_case(c: cuda_cases.Case) -> float:
 
 # ---------------------------------------------------------------- whole specs
 
-def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE):
+def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE, config=None):
     """Same weights, same batches on numpy and cuda: the result sums, every parameter
-    and state array after `steps` updates, then evaluate and predict."""
+    and state array after `steps` updates, then evaluate and predict. `config`: the
+    cuda launch configuration (default: the simulator's small blocks)."""
     rng = np.random.default_rng(7)
     params = {i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out) for i in prog.params}
     for info in prog.params:   # non-zero biases, so bias paths matter from the first step
@@ -143,7 +111,7 @@ def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE):
     order = rng.permutation(n)
     results = {}
     for target in ("numpy", "cuda"):
-        backend = get_backend(target, prog)
+        backend = cuda_target.CudaBackend(prog, config) if target == "cuda" else get_backend(target, prog)
         backend.load_state(params, state)
         data = backend.upload(x, y)
         sums = backend.train(data, order, batch, 0, steps, 0)
@@ -179,6 +147,11 @@ def _():
     return worst
 
 
+@spec_check("blobs spec with the GPU's launch configuration (16x16 tiles, 256-thread blocks), batch 20")
+def _():
+    return compare_training(cuda_cases.program("blobs"), 40, 2, batch=20, config=cuda_target.GPU_CONFIG)[0]
+
+
 @spec_check("dropout, add, concat, huber, mae/mse, nesterov sgd with a schedule; a partial batch")
 def _():
     return compare_training(cuda_cases.program("features"), 12, 2)[0]
@@ -192,6 +165,30 @@ def _():
 @spec_check("softmax(temperature) + sparse cross-entropy on logits, adamw with cosine decay")
 def _():
     return compare_training(cuda_cases.program("sparse"), 24, 3)[0]
+
+
+@spec_check("train in chunks with one order (as under a progress bar), then a new order")
+def _():
+    prog = cuda_cases.program("blobs")
+    rng = np.random.default_rng(3)
+    params = {i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out) for i in prog.params}
+    state = {v.name: np.zeros(v.shape, np.float32) for v in prog.state}
+    x, y = cuda_cases.spec_data(prog, 28, rng)
+    first, second = rng.permutation(28), rng.permutation(28)
+    got = {}
+    for target in ("numpy", "cuda"):
+        backend = get_backend(target, prog)
+        backend.load_state(params, state)
+        data = backend.upload(x, y)
+        sums = [backend.train(data, first, 8, 0, 2, 0), backend.train(data, first, 8, 2, 4, 2),
+                backend.train(data, second, 8, 0, 2, 4)]
+        got[target] = (sums, backend.read_state()[0])
+    worst = 0.0
+    for i, (a, b) in enumerate(zip(got["cuda"][0], got["numpy"][0])):
+        worst = max(worst, compare(f"sums of call {i}", a, b, TRAIN_RTOL, TRAIN_ATOL))
+    for k, v in got["numpy"][1].items():
+        worst = max(worst, compare(f"param {k}", got["cuda"][1][k], v, TRAIN_RTOL, TRAIN_ATOL))
+    return worst
 
 
 @spec_check("specs/blobs.model: 3 steps at batch 8")

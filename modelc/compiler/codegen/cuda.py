@@ -109,6 +109,65 @@ def plans_for(program, config: LaunchConfig = GPU_CONFIG) -> dict[str, Plan]:
     return plans
 
 
+# ---------------------------------------------------------------- the simulator
+
+_SIM_READY = False
+
+
+def prepare_simulator() -> None:
+    """Make Numba's CUDA simulator (numba-cuda 0.30) give a GPU's answers, reliably.
+
+    Its `cuda.shared.array` allocates a block's array on first use with an
+    unlocked get-then-set keyed by the calling line, so two threads of a block
+    can race and get different arrays (a real GPU shares one): a rare, random
+    wrong result. The same logic under a lock. Only ever done with the
+    simulator switched on, which users do for testing."""
+    global _SIM_READY
+    if _SIM_READY or not simulator_enabled():
+        return
+    import threading
+    from numba.core import types as nbtypes
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+    lock = threading.Lock()
+    original = kernelapi.FakeCUDAShared.array
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:
+            return original(self, shape, dtype, alignment)
+        frame = sys._getframe(1)
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        if isinstance(dtype, nbtypes.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                res = np.empty(shape, dtype)
+                self._allocations[caller] = res
+        return res
+
+    kernelapi.FakeCUDAShared.array = array
+    _SIM_READY = True
+
+
+class _SimulatorPace:
+    """While kernels run in the simulator, a short GIL switch interval: its block
+    manager busy-polls Python threads, and at the default 5 ms each barrier costs
+    a time slice (3-5x slower). Restored afterwards; a no-op on a GPU."""
+
+    def __init__(self, on: bool):
+        self.on = on
+
+    def __enter__(self):
+        if self.on:
+            self.saved = sys.getswitchinterval()
+            sys.setswitchinterval(1e-5)
+
+    def __exit__(self, *exc):
+        if self.on:
+            sys.setswitchinterval(self.saved)
+
+
 # ---------------------------------------------------------------- availability
 
 def _unavailable_error(reason: str) -> ModelcError:
@@ -233,6 +292,8 @@ class CudaBackend(Backend):
             raise _unavailable_error(reason)
         from numba import cuda
         self._cuda = cuda
+        prepare_simulator()
+        self._pace = _SimulatorPace(simulator_enabled())
         self.config = config or (SIM_CONFIG if simulator_enabled() else GPU_CONFIG)
         self.plans = plans_for(program, self.config)       # codegen errors surface here
         self._graphs: dict[str, _DeviceGraph] = {}
@@ -240,6 +301,7 @@ class CudaBackend(Backend):
         self.d_params: dict[str, object] = {}
         self.d_state: dict[str, object] = {}
         self._shapes: dict[str, tuple] = {}
+        self._order = None
 
     def _graph(self, name: str) -> _DeviceGraph:
         if name not in self.plans:
@@ -307,6 +369,18 @@ class CudaBackend(Backend):
         x, y = data if isinstance(data, tuple) else (data, None)
         return self.upload(x, y)
 
+    def _order_on_device(self, order):
+        """The epoch's order on the device: copied once per epoch, not per batch. The
+        runtime calls `train` in chunks when a progress bar is live, with the same
+        order; its device copy is reused while the contents are unchanged."""
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        last = self._order
+        if last is not None and last[0].shape == order.shape and np.array_equal(last[0], order):
+            return last[1]
+        device = self._cuda.to_device(order, stream=self.stream)
+        self._order = (order.copy(), device)
+        return device
+
     def _sums(self, plan: Plan):
         return self._cuda.to_device(np.zeros(max(1, plan.n_sums), np.float64), stream=self.stream)
 
@@ -324,15 +398,15 @@ class CudaBackend(Backend):
         data = self._resident(data)
         graph = self._graph("train")
         graph.ensure(batch_size)
-        order = np.ascontiguousarray(order, dtype=np.int64)
-        idx = self._cuda.to_device(order, stream=self.stream)     # once per call, not per batch
+        idx = self._order_on_device(order)
         sums = self._sums(graph.plan)
-        for b in range(first_batch, last_batch):
-            off = b * batch_size
-            nb = min(batch_size, len(order) - off)
-            if nb <= 0:
-                break
-            graph.launch(data, idx, off, nb, step + b - first_batch, sums)
+        with self._pace:
+            for b in range(first_batch, last_batch):
+                off = b * batch_size
+                nb = min(batch_size, len(order) - off)
+                if nb <= 0:
+                    break
+                graph.launch(data, idx, off, nb, step + b - first_batch, sums)
         return self._results(graph.plan, sums)
 
     def evaluate(self, data, batch_size):
@@ -340,8 +414,9 @@ class CudaBackend(Backend):
         graph = self._graph("evaluate")
         graph.ensure(min(batch_size, max(1, data.n)))
         sums = self._sums(graph.plan)
-        for start in range(0, data.n, batch_size):
-            graph.launch(data, None, start, min(batch_size, data.n - start), 0, sums)
+        with self._pace:
+            for start in range(0, data.n, batch_size):
+                graph.launch(data, None, start, min(batch_size, data.n - start), 0, sums)
         return self._results(graph.plan, sums)
 
     def predict(self, data, batch_size):
@@ -352,20 +427,34 @@ class CudaBackend(Backend):
         out_value = graph.plan.buffers[vid]
         per = out_value.per_row
         result = self._cuda.device_array(max(1, data.n * per), dtype=np.float32, stream=self.stream)
-        for start in range(0, data.n, batch_size):
-            nb = min(batch_size, data.n - start)
-            graph.launch(data, None, start, nb, 0, None)
-            result[start * per:(start + nb) * per].copy_to_device(graph.buffers[vid][:nb * per], stream=self.stream)
+        with self._pace:
+            for start in range(0, data.n, batch_size):
+                nb = min(batch_size, data.n - start)
+                graph.launch(data, None, start, nb, 0, None)
+                result[start * per:(start + nb) * per].copy_to_device(graph.buffers[vid][:nb * per],
+                                                                      stream=self.stream)
         host = result.copy_to_host(stream=self.stream)
         self.stream.synchronize()
         return host[:data.n * per].reshape((data.n,) + tuple(self.program.output.shape[1:]))
 
     @property
-    def kernel_launches_per_step(self) -> int:
-        return len(self.plans["train"].kernels) if "train" in self.plans else 0
+    def kernel_launches_per_step(self) -> int | None:
+        return len(self.plans["train"].kernels) if "train" in self.plans else None
 
 
 # ---------------------------------------------------------------- one graph, for tests
+
+@dataclass
+class _Resident:
+    """What a _DeviceGraph needs from its owner: a stream and the resident weights."""
+    stream: object
+    d_params: dict
+    d_state: dict
+
+
+def _to_device(cuda, arrays: dict) -> dict:
+    return {k: cuda.to_device(np.ascontiguousarray(v, np.float32).reshape(-1)) for k, v in arrays.items()}
+
 
 def run_graph(graph, feeds: dict, params: dict, state: dict, step: int = 0,
               config: LaunchConfig | None = None, gather: bool = True) -> tuple[dict, dict, dict]:
@@ -377,12 +466,7 @@ def run_graph(graph, feeds: dict, params: dict, state: dict, step: int = 0,
     config = config or (SIM_CONFIG if simulator_enabled() else GPU_CONFIG)
     plan = plan_graph(graph, config, gather=gather)
 
-    class _Mini:     # the part of CudaBackend a _DeviceGraph needs
-        pass
-    host = _Mini()
-    host.stream = cuda.stream()
-    host.d_params = {k: cuda.to_device(np.ascontiguousarray(v, np.float32).reshape(-1)) for k, v in params.items()}
-    host.d_state = {k: cuda.to_device(np.ascontiguousarray(v, np.float32).reshape(-1)) for k, v in state.items()}
+    host = _Resident(cuda.stream(), _to_device(cuda, params), _to_device(cuda, state))
     dg = _DeviceGraph(host, plan)
     xs = [v for v in graph.inputs if v.role == "input"]
     ys = [v for v in graph.inputs if v.role == "target"]
@@ -400,7 +484,9 @@ def run_graph(graph, feeds: dict, params: dict, state: dict, step: int = 0,
     dg.ensure(nb)
     sums = cuda.to_device(np.zeros(max(1, plan.n_sums), np.float64))
     idx = cuda.to_device(order) if gather else None
-    dg.launch(data, idx, 0, nb, step, sums)
+    prepare_simulator()
+    with _SimulatorPace(simulator_enabled()):
+        dg.launch(data, idx, 0, nb, step, sums)
     host_sums = sums.copy_to_host()
     outputs = {}
     for key, (kind, ref) in plan.outputs.items():
@@ -451,8 +537,10 @@ def plan_ptx(plan: Plan, arch: str = "sm_90", _memo: dict | None = None) -> dict
                 memo[key], _ = cuda.compile_ptx(getattr(module, k.name), kernel_signature(k), cc=cc)
             except ModelcError:
                 raise
-            except Exception as err:     # NVVM or libdevice missing
-                if type(err).__name__ in ("NvvmSupportError", "CudaSupportError", "NvvmError"):
+            except Exception as err:
+                # NVVM or libdevice missing is the user's to fix; NVVM rejecting a
+                # kernel (NvvmError) or a typing error is a compiler bug and propagates.
+                if type(err).__name__ in ("NvvmSupportError", "CudaSupportError"):
                     raise _compiler_error(err) from None
                 raise
         out[k.name] = memo[key]
@@ -540,3 +628,36 @@ def link_report(ptx_files, arch: str = "sm_90", cubin_dir=None) -> list[KernelRe
             spill_loads=_first(r"(\d+) bytes spill loads", log),
             stack_bytes=_first(r"(\d+) bytes stack frame", log), cubin_bytes=len(cubin)))
     return rows
+
+
+def main(argv=None) -> int:
+    """python -m modelc.compiler.codegen.cuda SPEC [--arch sm_90] [--out DIR]: the
+    kernels of each graph, launches per training step, and per-kernel registers,
+    shared memory and spills from nvJitLink (no GPU needed)."""
+    import argparse
+    from modelc.compiler.build import build_program
+    from modelc.grammar.parser import parse_file
+    parser = argparse.ArgumentParser(prog="python -m modelc.compiler.codegen.cuda", description=main.__doc__)
+    parser.add_argument("spec")
+    parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--out", help="keep the .ptx and .cubin files here")
+    args = parser.parse_args(argv)
+    try:
+        program = build_program(parse_file(args.spec))
+        for name, plan in plans_for(program).items():
+            print(f"{name}: {len(plan.kernels)} kernels" + (" (launches per step)" if name == "train" else ""))
+            for k in plan.kernels:
+                print("  " + k.describe().split(": ", 1)[0])
+        out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="modelc-ptx-"))
+        paths = emit_ptx(program, out, args.arch)
+        print(f"\nnvJitLink, {args.arch}:")
+        for row in link_report(paths, args.arch, cubin_dir=out if args.out else None):
+            print("  " + str(row))
+    except ModelcError as err:
+        print(err, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -40,8 +40,8 @@ from typing import Callable
 import numpy as np
 
 from modelc.compiler import elementwise
-from modelc.compiler.ir import BATCH, F32, I64, Graph, Op, Value, format_op
-from modelc.compiler.primitives import EPSILON, UPDATE_STATE, learning_rate
+from modelc.compiler.ir import BATCH, I64, Graph, Op, Value, format_op
+from modelc.compiler.primitives import EPSILON, learning_rate
 from modelc.errors import ModelcError
 
 
@@ -585,6 +585,11 @@ class _Row:
 
 
 def _softmax_value(rb: _Row, v: Value, temperature) -> str:
+    """softmax(v / T) at column c: re-read if this kernel already stored it (each
+    lane reads back only what it wrote), else recomputed from the row's stats."""
+    stored = rb.memo.get(("softmax", rb.k.p.base(v).id, float(temperature)))
+    if stored is not None:
+        return rb.x(stored)
     mx, se = rb.stats(v, temperature)
     return f"math.exp({rb.x(v)} / {lit(temperature)} - {mx}) / {se}"
 
@@ -593,6 +598,7 @@ def _row_softmax(rb: _Row, op: Op):
     t = op.attrs.get("temperature", 1.0)
     expr = _softmax_value(rb, op.inputs[0], t)
     rb.loop([rb.store(op.out, expr)])
+    rb.memo[("softmax", rb.k.p.base(op.inputs[0]).id, float(t))] = op.out
 
 
 def _row_log_softmax(rb: _Row, op: Op):
