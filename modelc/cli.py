@@ -200,7 +200,7 @@ def _load_npy(path: str):
 
 def cmd_predict(args) -> int:
     import numpy as np
-    from modelc.runtime.checkpoint import atomic_write
+    from modelc.files import atomic_write
     model = _model(args)
     model.load_weights(args.weights)
     x = _load_npy(args.input)

@@ -14,7 +14,7 @@ from modelc.compiler.catalog import (LOSS_ALIASES, LOSSES, METRIC_ALIASES, METRI
                                      OPTION_ALIASES, SCHEDULES, schedule_tuple)
 from modelc.compiler.emitter import Emitter
 from modelc.compiler.ir import BATCH, F32, I64, Graph, Value, format_graph, verify
-from modelc.compiler.layers import LAYERS, LayerDef, apply_activation, bind_layer
+from modelc.compiler.layers import LayerDef, apply_activation, bind_layer
 from modelc.compiler.program import LayerInfo, ParamInfo, Program, TargetInfo
 from modelc.errors import SpecError, did_you_mean, unknown
 from modelc.grammar import ast

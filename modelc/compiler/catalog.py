@@ -3,7 +3,7 @@ schedules and initializers, with their Keras names, aliases, options and default
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np

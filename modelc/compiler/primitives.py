@@ -16,13 +16,13 @@ separate `mean` op averages over the batch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from modelc.compiler import elementwise
-from modelc.compiler.ir import BATCH, F32, I64
+from modelc.compiler.ir import F32, I64
 
 EPSILON = 1e-7
 

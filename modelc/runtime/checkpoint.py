@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from modelc.errors import ModelcError
+from modelc.files import atomic_write
 
 FORMAT = "modelc-checkpoint"
 VERSION = 1
@@ -41,42 +41,6 @@ class Checkpoint:
         return int(self.meta.get("step", 0))
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
-    """Call `write(file)` on a temp file beside `path`, fsync it, then rename it over `path`."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ModelcError(f"cannot write '{path}': the folder '{folder}' does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise ModelcError(f"cannot write '{path}': {e.strerror or e}") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)      # mkstemp makes 0600; give what open() would
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise ModelcError(f"cannot write '{path}': {e.strerror or e}") from None
-        raise
-    try:  # make the rename itself durable; not every file system allows this
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-    return path
 
 
 def save(path: str | os.PathLike, params: dict[str, np.ndarray], state: dict[str, np.ndarray],

@@ -56,7 +56,7 @@ class History:
 
 def write_history(path: str | os.PathLike, history: History, **extra: Any) -> None:
     """The history as JSON, {"epochs": [{"epoch": 1, "loss": ...}, ...]}, written atomically."""
-    from modelc.runtime.checkpoint import atomic_write
+    from modelc.files import atomic_write
     text = json.dumps(history.to_dict(**extra), indent=2, allow_nan=True) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 import ast as pyast
 import hashlib
 import importlib.util
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ from modelc.compiler.codegen.cpu_lower import LOWERINGS, Names
 from modelc.compiler.ir import BATCH, Graph, Op, Value
 from modelc.compiler.primitives import SCHEDULE_FUNCTIONS
 from modelc.errors import ModelcError
+from modelc.files import atomic_write, cache_root
 
 # Ops whose outputs are assigned (views or scalars) rather than written into buffers.
 ASSIGNED = {"reshape", "mean", "constant"}
@@ -36,12 +35,7 @@ CODEGEN_VERSION = "1"
 
 
 def cache_dir() -> Path:
-    """MODELC_CACHE_DIR, else the user's cache folder (XDG_CACHE_HOME or ~/.cache)/modelc."""
-    root = os.environ.get("MODELC_CACHE_DIR")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "modelc"
+    return cache_root() / "cpu"
 
 
 # ---------------------------------------------------------------- source generation
@@ -208,15 +202,10 @@ def _driver(kind: str, graph: Graph, code: _GraphCode, v: Names, program) -> tup
 def load_module(source: str, model: str):
     """Write `source` to the cache under its hash (atomically) and import it."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
-    folder = cache_dir() / "cpu"
-    folder.mkdir(parents=True, exist_ok=True)
     name = f"modelc_cpu_{digest}"
-    path = folder / f"{name}.py"
+    path = cache_dir() / f"{name}.py"
     if not path.exists() or path.read_text() != source:
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(source)
-        os.replace(tmp, path)
+        atomic_write(path, source.encode(), make_folder=True)
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
@@ -237,13 +226,13 @@ class CpuBackend(Backend):
 
     def __init__(self, program, max_batch: int = 32):
         super().__init__(program)
-        from modelc.runtime.threads import configure_threads
+        from modelc.threads import configure_threads
         configure_threads()
         self.source, self.layouts = generate(program)
         try:
             self.module = load_module(self.source, program.name)
-        except OSError as err:
-            raise ModelcError(f"cannot write the compiled model to the cache folder {cache_dir()}: {err}",
+        except ModelcError as err:
+            raise ModelcError(f"cannot keep the compiled model in the cache folder: {err.message}",
                               hint="set MODELC_CACHE_DIR to a writable folder") from None
         self.params = tuple(np.zeros(p.value.shape, np.float32) for p in program.params)
         self.state = tuple(np.zeros(s.shape, np.float32) for s in program.state)

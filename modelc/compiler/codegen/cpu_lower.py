@@ -271,7 +271,6 @@ def _rows(value: Value, v: Names):
 def _softmax(op: Op, v: Names, ahead):
     (x,) = op.inputs
     rows, cols = _rows(x, v)
-    inv_t = f32(1.0 / float(op.attrs.get("temperature", 1.0)))
     t = f32(op.attrs.get("temperature", 1.0))
     head = [f"_x = {v.mat(x)}", f"_y = {v.mat(op.out)}",
             f"for i in range({rows}):",

@@ -14,7 +14,6 @@ and resources reported (`link_report`) on machines without one.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import sys
 import tempfile
@@ -45,24 +44,16 @@ def simulator_enabled() -> bool:
 
 
 def _cache_dir() -> Path:
-    """<the cpu target's cache folder>/cuda (MODELC_CACHE_DIR or the user's cache)."""
-    from modelc.compiler.codegen.cpu import cache_dir
-    path = cache_dir() / "cuda"
+    """<modelc's cache folder>/cuda (see modelc.files.cache_root)."""
+    from modelc.files import cache_root
+    path = cache_root() / "cuda"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from modelc.files import atomic_write
+    atomic_write(path, data, make_folder=True)
 
 
 _MODULES: dict[str, object] = {}

@@ -28,7 +28,7 @@ class NumpyBackend(Backend):
 
     def __init__(self, program, dtype=np.float32):
         super().__init__(program)
-        from modelc.runtime.threads import configure_threads
+        from modelc.threads import configure_threads
         configure_threads()   # a threaded BLAS collapses on busy small machines
         self.dtype = dtype
         self.params: dict[str, np.ndarray] = {}

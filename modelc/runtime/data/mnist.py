@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 import numpy as np
 
 from modelc.errors import ModelcError
+from modelc.files import atomic_write, cache_root
 from . import hub
 from .core import Dataset, LoadContext, Splits, check_labels, one_hot, scaled
 from .idx import GZIP_MAGIC, decompress, gzip_bytes, parse_idx, read_bytes
@@ -56,13 +56,8 @@ MAX_DOWNLOAD_BYTES = 32 << 20      # the largest file is 9.9 MB; stop a server t
 
 
 def cache_dir() -> Path:
-    """MODELC_CACHE_DIR/data/mnist, else $XDG_CACHE_HOME/modelc/data/mnist, else ~/.cache/modelc/data/mnist."""
-    root = os.environ.get("MODELC_CACHE_DIR")
-    if root:
-        return Path(root).expanduser() / "data" / "mnist"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "modelc" / "data" / "mnist"
+    """<modelc's cache folder>/data/mnist (see modelc.files.cache_root)."""
+    return cache_root() / "data" / "mnist"
 
 
 def _open_url(url: str, timeout: float) -> tuple[BinaryIO, int | None]:
@@ -87,28 +82,6 @@ def verify(name: str, data: bytes, where: str) -> bytes:
                 f"but MNIST's {name} is {CONTENT_SHA256[name]}",
                 "the file is damaged or is not the MNIST file of that name; delete it and fetch it again")
     return content
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file.
-
-    The temporary name is unique per process and call, so concurrent runs filling
-    the same cache cannot collide; `open(..., "xb")` keeps the usual umask (mkstemp would make it 0600).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _fetch(url: str, label: str, quiet: bool) -> bytes:
@@ -215,7 +188,7 @@ def read_mnist(data_dir: str | None = None, *, quiet: bool = False,
 
 def _store(cache: Path, filename: str, data: bytes, say: Callable[[str], None]) -> None:
     try:
-        _atomic_write(cache / filename, data)
+        atomic_write(cache / filename, data, make_folder=True)
     except OSError as e:            # the data is good; a read-only cache only costs a later re-download
         say(f"cannot write {cache / filename}: {e.strerror or e}; set MODELC_CACHE_DIR to a writable folder")
 

@@ -1,0 +1,78 @@
+"""Where modelc keeps files, and how it writes them: one place for both.
+
+Every file modelc writes (weights, history, predictions, cached data,
+generated code) goes through `atomic_write`: a temp file beside the target,
+fsync, then rename, so a reader never sees half a file and an interrupted
+run leaves the old file intact.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Union
+
+from modelc.errors import ModelcError
+
+
+def cache_root() -> Path:
+    """MODELC_CACHE_DIR, else $XDG_CACHE_HOME/modelc, else ~/.cache/modelc."""
+    root = os.environ.get("MODELC_CACHE_DIR")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "modelc"
+
+
+def atomic_write(path: Union[str, os.PathLike], content: Union[bytes, Callable[[BinaryIO], None]],
+                 make_folder: bool = False) -> Path:
+    """Write `content` (bytes, or a function that writes to a binary file) to `path` atomically.
+    The file gets the permissions `open()` would give it (mkstemp alone makes 0600)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if make_folder:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ModelcError(f"cannot create the folder '{folder}': {e.strerror or e}") from None
+    if not folder.is_dir():
+        raise ModelcError(f"cannot write '{path}': the folder '{folder}' does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise ModelcError(f"cannot write '{path}': {e.strerror or e}") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(content, (bytes, bytearray)):
+                f.write(content)
+            else:
+                content(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _sync_folder(folder)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise ModelcError(f"cannot write '{path}': {e.strerror or e}") from None
+        raise
+    return path
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable; not every file system allows this."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
