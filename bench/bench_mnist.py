@@ -151,7 +151,58 @@ def worker_torch(args) -> dict:
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
-WORKERS = {"modelc": worker_modelc, "numpy": worker_numpy, "torch": worker_torch}
+def worker_floor(args) -> dict:
+    """The eight matrix products of a training step alone (3 forward, 2 input
+    gradients, 3 weight gradients), through the same BLAS modelc calls, with no
+    Python per step: the floor no implementation of this step can beat."""
+    import numpy as np
+    from numba import njit
+    from modelc.threads import configure_threads
+    configure_threads()
+
+    @njit(cache=False)
+    def products(x, w1, w2, w3, h1, h2, o, d2, d1, g1, g2, g3, batch, steps):
+        for s in range(steps):
+            start = (s * batch) % (x.shape[0] - batch)
+            xb = x[start:start + batch]
+            np.dot(xb, w1, h1)
+            np.dot(h1, w2, h2)
+            np.dot(h2, w3, o)
+            np.dot(o, w3.T, d2)
+            np.dot(h2.T, o, g3)
+            np.dot(d2, w2.T, d1)
+            np.dot(h1.T, d2, g2)
+            np.dot(xb.T, d1, g1)
+
+    x = np.random.default_rng(0).random((60000, 784), dtype=np.float32)
+    f = np.float32
+    b = args.batch
+    arrays = [np.ones((784, 64), f), np.ones((64, 64), f), np.ones((64, 10), f), np.zeros((b, 64), f),
+              np.zeros((b, 64), f), np.zeros((b, 10), f), np.zeros((b, 64), f), np.zeros((b, 64), f),
+              np.zeros((784, 64), f), np.zeros((64, 64), f), np.zeros((64, 10), f)]
+    steps = -(-60000 // b)
+    products(x, *arrays, b, 2)
+    seconds = []
+    for _ in range(args.epochs):
+        t0 = time.perf_counter()
+        products(x, *arrays, b, steps)
+        seconds.append(time.perf_counter() - t0)
+    return {"epoch_s": seconds}
+
+
+def blas_info() -> str:
+    """Which BLAS kernel numpy/scipy run here (OPENBLAS_CORETYPE changes it)."""
+    try:
+        import scipy.linalg  # noqa: F401 - loads scipy's BLAS, the one numba calls
+        from threadpoolctl import threadpool_info
+        found = {f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()
+                 if i.get("user_api") == "blas"}
+        return ", ".join(sorted(found)) or "unknown"
+    except ImportError:
+        return "unknown"
+
+
+WORKERS = {"modelc": worker_modelc, "numpy": worker_numpy, "torch": worker_torch, "floor": worker_floor}
 
 
 # ---------------------------------------------------------------- the orchestrator
@@ -190,7 +241,7 @@ def main(argv=None) -> int:
     peers = [p for p in args.peers.split(",") if p]
     for batch in [int(b) for b in args.batches.split(",")]:
         args.batch = batch
-        row = {"batch": batch, "modelc": run_worker("modelc", args)}
+        row = {"batch": batch, "modelc": run_worker("modelc", args), "floor": run_worker("floor", args)}
         for peer in peers:
             row[peer] = run_worker(peer, args)
         rows.append(row)
@@ -214,17 +265,21 @@ def main(argv=None) -> int:
 
 
 def format_report(args, rows, cold, warm, peers) -> str:
-    command = "python bench/bench_mnist.py " + " ".join(a for a in sys.argv[1:] if a)
+    unset = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v not in os.environ]
+    prefix = f"env -u {' -u '.join(unset)} " if unset else ""
+    command = prefix + "python bench/bench_mnist.py " + " ".join(a for a in sys.argv[1:] if a)
     lines = [f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC — target {args.target}",
              "",
              f"Command: `{command.strip()}`  ",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
              f"{platform.system()} {platform.release()}; MODELC_THREADS={os.environ.get('MODELC_THREADS', '1')}  ",
-             f"Epochs per configuration: {args.epochs} (median of epochs 2..{args.epochs}); MNIST 60,000 samples.",
+             f"BLAS: {blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}  ",
+             f"Epochs per configuration: {args.epochs} (median of epochs 2..{args.epochs}); MNIST 60,000 samples. "
+             "The floor is the step's eight matrix products alone, through the same BLAS.",
              "",
-             "| batch | modelc s/epoch | samples/s | test acc | peak MB | "
+             "| batch | modelc s/epoch | samples/s | test acc | peak MB | floor s/epoch | modelc / floor | "
              + " | ".join(f"{p} s/epoch | modelc speed-up vs {p}" for p in peers) + " |",
-             "|---|---|---|---|---|" + "---|---|" * len(peers)]
+             "|---|---|---|---|---|---|---|" + "---|---|" * len(peers)]
     for row in rows:
         m = row["modelc"]
         if "error" in m:
@@ -232,6 +287,12 @@ def format_report(args, rows, cold, warm, peers) -> str:
             continue
         t = median_after_first(m["epoch_s"])
         cells = [str(row["batch"]), f"{t:.3f}", f"{60000 / t:,.0f}", f"{m['accuracy']:.4f}", f"{m['peak_mb']:.0f}"]
+        floor = row["floor"]
+        if "error" in floor:
+            cells += ["n/a", "n/a"]
+        else:
+            ft = median_after_first(floor["epoch_s"])
+            cells += [f"{ft:.3f}", f"{t / ft:.2f}x"]
         for peer in peers:
             p = row[peer]
             if "error" in p:

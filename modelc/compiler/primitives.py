@@ -580,9 +580,11 @@ def _cosine_decay(step, lr, steps, alpha):
     return lr * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * p)) + alpha)
 
 
-# Plain scalar Python with `math`: the numpy target calls these directly, the
-# cpu target njit-compiles the same functions and the cuda target makes them
-# device functions. Arguments after (step, lr) are catalog.SCHEDULES' options.
+# Plain scalar Python with `math`: the numpy target calls these directly and
+# the cpu target njit-compiles the same functions; the cuda target calls them
+# on the host per step and passes the rate to its update kernel (a device
+# function would need a GPU to compile to PTX). Arguments after (step, lr)
+# are catalog.SCHEDULES' options.
 SCHEDULE_FUNCTIONS = {
     "constant": _constant,
     "exponential_decay": _exponential_decay,
