@@ -207,13 +207,23 @@ WORKERS = {"modelc": worker_modelc, "numpy": worker_numpy, "torch": worker_torch
 
 # ---------------------------------------------------------------- the orchestrator
 
-def run_worker(kind: str, args, extra: list[str] = (), env: dict | None = None) -> dict:
+def run_worker(kind: str, args, extra: list[str] = (), env: dict | None = None, target: str | None = None) -> dict:
     command = [sys.executable, __file__, "--worker", kind, "--batch", str(args.batch), "--epochs",
-               str(args.epochs), "--target", args.target] + (["--data", args.data] if args.data else []) + list(extra)
-    done = subprocess.run(command, capture_output=True, text=True, env=env or os.environ.copy(), cwd=ROOT)
+               str(args.epochs), "--target", target or args.target] + (["--data", args.data] if args.data else [])
+    done = subprocess.run(command + list(extra), capture_output=True, text=True, env=env or os.environ.copy(),
+                          cwd=ROOT)
     if done.returncode != 0:
-        return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        errors = [line for line in lines if "error" in line.lower()]
+        return {"error": (errors or lines)[-1:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_peer(peer: str, args) -> dict:
+    """A peer is another framework, or `cpu`: modelc's own cpu target beside the one measured."""
+    if peer == "cpu":
+        return run_worker("modelc", args, target="cpu")
+    return run_worker(peer, args)
 
 
 def median_after_first(seconds: list[float]) -> float:
@@ -225,7 +235,8 @@ def main(argv=None) -> int:
     parser.add_argument("--target", default="cpu", choices=["cpu", "cuda", "numpy"])
     parser.add_argument("--batches", default="32,64,128")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per configuration (the first is not counted)")
-    parser.add_argument("--peers", default="numpy,torch")
+    parser.add_argument("--peers", default="numpy,torch",
+                        help="comma-separated: numpy, torch, cpu (modelc's cpu target; added for --target cuda)")
     parser.add_argument("--data", default=os.environ.get("MODELC_DATA"))
     parser.add_argument("--write", metavar="FILE", help="append the results as a Markdown section")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -239,11 +250,13 @@ def main(argv=None) -> int:
 
     rows = []
     peers = [p for p in args.peers.split(",") if p]
+    if args.target != "cpu" and "cpu" not in peers:
+        peers.insert(0, "cpu")      # a GPU run is reported beside the cpu target
     for batch in [int(b) for b in args.batches.split(",")]:
         args.batch = batch
         row = {"batch": batch, "modelc": run_worker("modelc", args), "floor": run_worker("floor", args)}
         for peer in peers:
-            row[peer] = run_worker(peer, args)
+            row[peer] = run_peer(peer, args)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
 
@@ -312,7 +325,7 @@ def format_report(args, rows, cold, warm, peers) -> str:
         for row in rows:
             p = row[peer]
             if "error" not in p:
-                extra = {k: v for k, v in p.items() if k in ("threads", "torch")}
+                extra = {k: v for k, v in p.items() if k in ("threads", "torch", "launches_per_step") and v}
                 lines.append(f"{peer} at batch {row['batch']}: test accuracy {p['accuracy']:.4f}, peak "
                              f"{p['peak_mb']:.0f} MB {extra if extra else ''}".rstrip())
     return "\n".join(lines)
