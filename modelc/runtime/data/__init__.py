@@ -49,9 +49,19 @@ class BoundSource:
     source: Source
 
     def __str__(self) -> str:
+        """The call as the spec wrote it (numbers keep their text, e.g. scale=1/255)."""
         defaults = {p.name: p.default for p in self.source.params}
-        shown = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={str(v).lower() if isinstance(v, bool) else f'{v:g}'}"
-                 for k, v in self.options.items() if v is not None and v != defaults.get(k)]
+        written = {a.key.name: a.value.text for a in (self.call.keywords if self.call else ())
+                   if isinstance(a.value, ast.Number)}
+
+        def show(key, value):
+            if key in written:
+                return f"{key}={written[key]}"
+            if isinstance(value, str):
+                return f"{key}={value!r}"
+            return f"{key}={str(value).lower() if isinstance(value, bool) else f'{value:g}'}"
+
+        shown = [show(k, v) for k, v in self.options.items() if v is not None and v != defaults.get(k)]
         return f"{self.name}({', '.join(shown)})"
 
 
