@@ -24,6 +24,7 @@ from modelc.compiler import elementwise
 from modelc.compiler.codegen import Backend
 from modelc.compiler.codegen.cpu_lower import LOWERINGS, Names
 from modelc.compiler.ir import BATCH, Graph, Op, Value
+from modelc.compiler.passes import plan_buffers
 from modelc.compiler.primitives import SCHEDULE_FUNCTIONS
 from modelc.errors import ModelcError
 from modelc.files import atomic_write, cache_root
@@ -70,6 +71,7 @@ class _GraphCode:
         self.functions: list[str] = []
         self.calls: list[str] = []
         self.buffers: list[Value] = []       # temps that need a preallocated buffer
+        self.groups: list[list[Op]] = []      # ops in the order their code runs, fused ones together
         self._lower()
 
     def _lower(self):
@@ -96,6 +98,7 @@ class _GraphCode:
     def _emit_function(self, index: int, group: list[Op], body: list[str]):
         """Inline the op's code into the driver, its scratch names made unique,
         so LLVM sees one loop body (no calls) and Numba compiles one function."""
+        self.groups.append(group)
         produced = [value for op in group for value in op.outputs]
         returned = {value.id for op in group if op.prim in ASSIGNED for value in op.outputs}
         for value in produced:
@@ -156,7 +159,9 @@ def _driver(kind: str, graph: Graph, code: _GraphCode, v: Names, program) -> tup
     x = next(value for value in graph.inputs if value.role == "input")
     y = next((value for value in graph.inputs if value.role == "target"), None)
     step = next((value for value in graph.inputs if value.name == "step"), None)
-    buffers = [b for b in code.buffers]
+    views = {op.out.id: op.inputs[0].id for group in code.groups for op in group if op.prim == "reshape"}
+    outputs = {value.id for value in graph.outputs.values()}
+    plan = plan_buffers(code.groups, code.buffers, views, outputs)
     args = ["x_all", "y_all", "order", "batch_size", "first_batch", "last_batch", "step0",
             "params", "state", "bufs", "xbuf", "ybuf", "sums", "out_all"]
     lines = [f"@njit(**JIT)", f"def {kind}({', '.join(args)}):"]
@@ -181,8 +186,9 @@ def _driver(kind: str, graph: Graph, code: _GraphCode, v: Names, program) -> tup
         loop += [f"{v(x)} = x_all[start:start + n].reshape(({x_shape},))"]
         if y is not None:
             loop.append(f"{v(y)} = y_all[start:start + n]")
-    for i, buf in enumerate(buffers):
-        loop.append(f"{v(buf)} = bufs[{i}][:n]" if buf.batched else f"{v(buf)} = bufs[{i}]")
+    for buf in code.buffers:   # temporaries whose lifetimes do not overlap share a buffer
+        slot = plan.slot_of[buf.id]
+        loop.append(f"{v(buf)} = bufs[{slot}][:n]" if buf.batched else f"{v(buf)} = bufs[{slot}]")
     loop += code.calls
     if kind == "predict":
         out = graph.outputs["prediction"]
@@ -193,7 +199,7 @@ def _driver(kind: str, graph: Graph, code: _GraphCode, v: Names, program) -> tup
             loop.append(f"sums[{i}] += {v(graph.outputs[key])} * n")
     body += _indent(loop, 1)
     lines += _indent(body, 1)
-    layout = {"buffers": [(b.name, b.dtype, b.shape) for b in buffers]}
+    layout = {"buffers": plan.slots, "values": len(code.buffers)}
     return "\n".join(lines), layout
 
 
@@ -263,7 +269,7 @@ class CpuBackend(Backend):
         if key not in self._bufs:
             graph = getattr(self.program, kind)
             bufs = tuple(np.zeros(tuple(batch if d == BATCH else d for d in shape), _np_dtype(dtype))
-                         for _, dtype, shape in self.layouts[kind]["buffers"])
+                         for dtype, shape in self.layouts[kind]["buffers"])
             x = next(v for v in graph.inputs if v.role == "input")
             y = next((v for v in graph.inputs if v.role == "target"), None)
             xbuf = np.zeros((batch, x.sample_size()), np.float32)
