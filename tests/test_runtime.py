@@ -549,3 +549,15 @@ def test_weights_move_between_targets(tmp_path):
     on_cpu = modelc.load(SPEC, weights=path, target="cpu")
     assert on_cpu.step == model.step
     np.testing.assert_allclose(on_cpu.predict(x), model.predict(x), rtol=1e-5, atol=1e-6)
+
+
+def test_summary_of_a_graph_shows_what_each_layer_reads():
+    from modelc.compiler.build import build_program
+    from modelc.grammar.parser import parse_file
+    from modelc.runtime.model import summarize
+    graph = summarize(build_program(parse_file(str(ROOT / "specs" / "functional.model"))))
+    assert "Connected to" in graph and "x (InputLayer)" in graph
+    joined = next(line for line in graph.splitlines() if line.strip().startswith("joined"))
+    assert joined.rstrip().endswith("hidden1, hidden2")
+    chain = summarize(build_program(parse_file(str(ROOT / "specs" / "mnist.model"))))
+    assert "Connected to" not in chain and "55,050" in chain

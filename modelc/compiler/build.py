@@ -87,6 +87,7 @@ class _Network:
         self.env: dict[str, tuple[Value, ast.Pos]] = {}
         self.origin: dict[int, tuple[str, ast.Pos]] = {}     # value id -> (last layer kind, where)
         self.layers: list[LayerInfo] = []
+        self.made_by: dict[int, str] = {}          # value id -> the layer (or input) that made it
         self.counts: dict[str, int] = {}
         for decl in spec.inputs:
             self._define(decl.name, Value(decl.name.name, F32, (BATCH,) + decl.type.shape, "input"))
@@ -94,6 +95,7 @@ class _Network:
         for decl in spec.targets:
             self.emit.taken.add(decl.name.name)
         self.graph.inputs = [self.env[d.name.name][0] for d in spec.inputs]
+        self.made_by.update({value.id: value.name for value in self.graph.inputs})
 
     def _define(self, ident: ast.Ident, value: Value):
         if ident.name in self.env:
@@ -160,7 +162,9 @@ class _Network:
                 out = apply_activation(self.ctx, current[0], definition, options, layer)
                 last_kind = definition
             self.origin[out.id] = (last_kind, link.pos)
-            self.layers.append(LayerInfo(layer, kind, out, list(self.ctx.layer_params), link.pos))
+            inputs = [self.made_by.get(value.id, value.name) for value in current]
+            self.layers.append(LayerInfo(layer, kind, out, list(self.ctx.layer_params), link.pos, inputs))
+            self.made_by[out.id] = layer
             current = [out]
         return current
 

@@ -25,6 +25,7 @@ class LayerInfo:
     output: Value
     params: list[Value]
     pos: ast.Pos
+    inputs: list[str] = field(default_factory=list)   # the layers (or inputs) it reads
 
 
 @dataclass

@@ -537,15 +537,24 @@ def count_params(program) -> int:
 
 def summarize(program) -> str:
     """The Keras-like summary table of a program (no backend needed)."""
-    rows = []
+    def shape_of(value) -> str:
+        return "(None, " + ", ".join(str(d) for d in value.shape[1:]) + ")"
+
+    # A chain reads like Keras's Sequential summary; a graph gets "Connected to", as a functional model.
+    previous = [program.input.name]
+    chain = True
+    for layer in program.layers:
+        chain = chain and layer.inputs == previous
+        previous = [layer.name]
+    rows = [] if chain else [(f"{program.input.name} (InputLayer)", shape_of(program.input), "0", "-")]
     for layer in program.layers:
         kind = LAYER_TYPES.get(layer.kind, "Activation")
-        shape = "(None, " + ", ".join(str(d) for d in layer.output.shape[1:]) + ")"
         count = sum(int(np.prod(p.shape)) for p in layer.params)
-        rows.append((f"{layer.name} ({kind})", shape, f"{count:,}"))
-    heads = ("Layer (type)", "Output Shape", "Param #")
+        row = (f"{layer.name} ({kind})", shape_of(layer.output), f"{count:,}")
+        rows.append(row if chain else row + (", ".join(layer.inputs),))
+    heads = ("Layer (type)", "Output Shape", "Param #") + (() if chain else ("Connected to",))
     widths = [max(low, len(h), *(len(r[i]) for r in rows)) + 3
-              for i, (h, low) in enumerate(zip(heads, (25, 22, 8)))]
+              for i, (h, low) in enumerate(zip(heads, (25, 22, 8, 16)))]
     width = sum(widths)
 
     def line(cells):
