@@ -112,14 +112,15 @@ def test_shuffle_orders_are_new_each_epoch_and_seeded():
     assert not np.array_equal(a[0], c[0])
 
 
-def test_same_seed_same_weights_bit_for_bit():
+@pytest.mark.parametrize("target", ["numpy", "cpu"])
+def test_same_seed_same_weights_bit_for_bit(target):
     x, y = make_data()
     runs = []
     for _ in range(2):
-        model = compile_tiny(seed=7)
+        model = modelc.compile(SPEC, target=target, seed=7)
         model.fit(x, y, epochs=2, verbose=0)
         runs.append(model.get_weights())
-    other = compile_tiny(seed=8)
+    other = modelc.compile(SPEC, target=target, seed=8)
     other.fit(x, y, epochs=2, verbose=0)
     for name in runs[0]:
         assert np.array_equal(runs[0][name], runs[1][name]), name
