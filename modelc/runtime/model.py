@@ -520,12 +520,10 @@ class Model:
     def count_params(self) -> int:
         return count_params(self.program)
 
-    def summary(self, print_fn: Callable[[str], None] | None = None) -> str:
-        """A Keras-like table: layer (type), output shape, parameter count, and the totals."""
-        text = summarize(self.program)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+    def summary(self, print_fn: Callable[[str], None] = print) -> None:
+        """Print a Keras-like table: layer (type), output shape, parameter count, totals.
+        As in Keras it prints rather than returns; `summarize(program)` gives the text."""
+        print_fn(summarize(self.program))
 
     def __repr__(self) -> str:
         return f"<modelc.Model '{self.name}' target={self.target} params={self.count_params():,} step={self.step}>"
