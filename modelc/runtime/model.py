@@ -14,7 +14,6 @@ what to do.
 """
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import time
@@ -51,23 +50,22 @@ def make_backend(target: str, program):
     try:
         return get_backend(target, program)
     except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("modelc"):
-            raise ModelcError(f"the '{target}' target is not available in this build of modelc "
-                              f"(module {e.name} is missing)",
-                              hint="use --target numpy (the reference target)") from None
         raise ModelcError(f"the '{target}' target needs the Python package '{e.name}', which is not "
                           "installed", hint=f"pip install {e.name}") from None
 
 
 def cuda_status() -> tuple[bool, str]:
-    """modelc.doctor.cuda_available(), or why it cannot be asked."""
-    try:
-        doctor = importlib.import_module("modelc.doctor")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("modelc"):
-            return False, "this build of modelc has no cuda support (modelc.doctor is missing)"
-        raise
-    return doctor.cuda_available()
+    from modelc.doctor import cuda_available
+    return cuda_available()
+
+
+def split_last(x, y, fraction: float, what: str):
+    """Keras's validation_split: the last `fraction` of the samples, taken before shuffling."""
+    cut = int(math.floor(len(x) * (1.0 - fraction)))
+    if cut < 1 or cut >= len(x):
+        raise ModelcError(f"{what} of {len(x)} samples leaves {cut} for training and {len(x) - cut} "
+                          "for validation; both need at least one")
+    return x[:cut], y[:cut], (x[cut:], y[cut:])
 
 
 def initial_weights(program, seed: int) -> dict[str, np.ndarray]:
@@ -363,11 +361,7 @@ class Model:
             if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
                     or not 0 < validation_split < 1:
                 raise ModelcError(f"validation_split must be a fraction between 0 and 1; got {validation_split!r}")
-            cut = int(math.floor(len(x) * (1.0 - validation_split)))   # Keras: the last part, unshuffled
-            if cut < 1 or cut >= len(x):
-                raise ModelcError(f"validation_split={validation_split:g} of {len(x)} samples leaves "
-                                  f"{cut} for training and {len(x) - cut} for validation; both need at least one")
-            x, y, val = x[:cut], y[:cut], (x[cut:], y[cut:])
+            x, y, val = split_last(x, y, validation_split, f"validation_split={validation_split:g}")
         elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ModelcError("validation_data must be a pair (x, y)")
@@ -494,12 +488,10 @@ class Model:
                                 hint="use 'validate split(0.1)', or give the source a test split")
             val = test
         elif isinstance(settings.validate, float):
-            cut = int(math.floor(len(x) * (1.0 - settings.validate)))
-            if cut < 1 or cut >= len(x):
-                raise SpecError(f"validate split({settings.validate:g}) of {len(x)} samples leaves none "
-                                "for training or none for validation", settings.positions["validate"],
-                                self.program.spec.source)
-            x, y, val = x[:cut], y[:cut], (x[cut:], y[cut:])
+            try:
+                x, y, val = split_last(x, y, settings.validate, f"validate split({settings.validate:g})")
+            except ModelcError as err:
+                raise SpecError(err.message, settings.positions["validate"], self.program.spec.source) from None
         epochs = _positive_int(settings.epochs if epochs is None else epochs, "epochs")
         batch = _positive_int(settings.batch if batch_size is None else batch_size, "batch")
         shuffle = settings.shuffle if shuffle is None else shuffle
