@@ -8,8 +8,6 @@ usage errors are 2 as well); 130 interrupted (Ctrl-C), with nothing half-written
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import os
 import sys
 import time
@@ -335,23 +333,12 @@ def cmd_compile(args) -> int:
         if args.target != "cuda":
             raise ModelcError("--emit-ptx needs --target cuda")
         try:
-            cuda = importlib.import_module("modelc.compiler.codegen.cuda")
+            from modelc.compiler.codegen.cuda import emit_ptx
         except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("modelc"):
-                raise ModelcError("this build of modelc has no cuda code generator "
-                                  "(modelc.compiler.codegen.cuda is missing)") from None
             raise ModelcError(f"PTX generation needs the Python package '{e.name}'",
-                              hint=f"pip install {e.name}") from None
-        emit = getattr(cuda, "emit_ptx", None)
-        if emit is None:
-            raise ModelcError("this build of modelc cannot emit PTX (no emit_ptx in the cuda code generator)")
+                              hint="pip install 'modelc[cuda]'") from None
         Path(args.emit_ptx).mkdir(parents=True, exist_ok=True)
-        arch = args.arch
-        if arch is None:
-            parameter = inspect.signature(emit).parameters.get("arch")
-            if parameter is None or parameter.default is inspect.Parameter.empty:
-                arch = "sm_90"
-        paths = emit(program, args.emit_ptx, arch) if arch is not None else emit(program, args.emit_ptx)
+        paths = emit_ptx(program, args.emit_ptx, args.arch or "sm_90")
         for path in paths:
             print(path)
         return EXIT_OK
@@ -364,13 +351,8 @@ def cmd_compile(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    try:
-        doctor = importlib.import_module("modelc.doctor")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("modelc"):
-            raise ModelcError("this build of modelc has no 'doctor' (modelc.doctor is missing)") from None
-        raise
-    print(doctor.report())
+    from modelc.doctor import report
+    print(report())
     return EXIT_OK
 
 
