@@ -83,10 +83,9 @@ class Names:
         return f"{self(value)}.reshape(({rows}, {cols}))"
 
 
-def _zero(array: str, size, flat: bool = False) -> list[str]:
-    """Explicit loops: Numba compiles slice assignment slowly (seconds per distinct type)."""
-    target = array if flat else f"{array}.reshape({size})"
-    return [f"_zf = {target}", f"for i in range({size}):", "    _zf[i] = 0"]
+def _zero(array: str, size) -> list[str]:
+    """Zero a 1-D array with a loop: Numba compiles slice assignment slowly (seconds per type)."""
+    return [f"for i in range({size}):", f"    {array}[i] = 0"]
 
 
 def _activation(fn: str, attrs: dict, x: str, y: str | None = None, derivative=False) -> str:
@@ -99,44 +98,14 @@ def _activation(fn: str, attrs: dict, x: str, y: str | None = None, derivative=F
 
 # ---------------------------------------------------------------- linear algebra
 
-BLAS_MIN_WORK = 0      # multiply-adds per sample-row below which our own loops are used (measured: BLAS wins for MNIST shapes)
-
-
 @lowering("matmul")
 def _matmul(op: Op, v: Names, ahead):
+    """BLAS for every product, transposes passed as views. Measured (bench/RESULTS.md):
+    our own loops lost even for the 10-wide products of MNIST and for 2-3-unit layers."""
     a, b = op.inputs
-    out = op.out
-    ta, tb = op.attrs.get("ta", False), op.attrs.get("tb", False)
-    A = f"{v(a)}.T" if ta else v(a)
-    B = f"{v(b)}.T" if tb else v(b)
-    m_dim, n_dim = out.shape
-    k_dim = a.shape[0] if ta else a.shape[1]
-    static = [d for d in (m_dim, n_dim, k_dim) if d != BATCH]
-    work = 1
-    for d in static:
-        work *= d
-    if k_dim != BATCH and work >= BLAS_MIN_WORK:
-        return [f"np.dot({A}, {B}, {v(out)})"]
-    if k_dim == BATCH and work >= BLAS_MIN_WORK // 32:
-        return [f"np.dot({A}, {B}, {v(out)})"]
-    # Small products: plain loops over a contiguous inner axis beat a BLAS call.
-    ai = (lambda i, k: f"{v(a)}[{k}, {i}]") if ta else (lambda i, k: f"{v(a)}[{i}, {k}]")
-    bi = (lambda k, j: f"{v(b)}[{j}, {k}]") if tb else (lambda k, j: f"{v(b)}[{k}, {j}]")
-    M, N, K = v.dim(m_dim), v.dim(n_dim), v.dim(k_dim)
-    o = v(out)
-    if not tb:   # accumulate rows of b: the inner loop runs along contiguous memory
-        return _zero(o, f"{M} * {N}") + [
-                f"for i in range({M}):",
-                f"    for k in range({K}):",
-                f"        aik = {ai('i', 'k')}",
-                f"        for j in range({N}):",
-                f"            {o}[i, j] += aik * {bi('k', 'j')}"]
-    return [f"for i in range({M}):",
-            f"    for j in range({N}):",
-            f"        acc = f32(0.0)",
-            f"        for k in range({K}):",
-            f"            acc += {ai('i', 'k')} * {bi('k', 'j')}",
-            f"        {o}[i, j] = acc"]
+    A = f"{v(a)}.T" if op.attrs.get("ta") else v(a)
+    B = f"{v(b)}.T" if op.attrs.get("tb") else v(b)
+    return [f"np.dot({A}, {B}, {v(op.out)})"]
 
 
 @lowering("bias_add")
@@ -157,7 +126,7 @@ def _bias_add(op: Op, v: Names, ahead):
 def _sum_to_last(op: Op, v: Names, ahead):
     (x,) = op.inputs
     rows, cols = v.rows_cols(x)
-    return [f"_x = {v.mat(x)}"] + _zero(v(op.out), cols, flat=True) + [
+    return [f"_x = {v.mat(x)}"] + _zero(v(op.out), cols) + [
             f"for i in range({rows}):", f"    for j in range({cols}):",
             f"        {v(op.out)}[j] += _x[i, j]"]
 
@@ -257,7 +226,7 @@ def _act_grad(op: Op, v: Names, ahead):
     lines = [f"_g = {v.mat(g)}", f"_x = {v.mat(x)}", f"_y = {v.mat(y)}", f"_o = {v.mat(out)}"]
     body = [f"        t = _g[i, j] * ({deriv})", "        _o[i, j] = t"]
     if bias is not None:   # the bias gradient accumulates in the same pass
-        lines += _zero(v(bias.out), cols, flat=True)
+        lines += _zero(v(bias.out), cols)
         body.append(f"        {v(bias.out)}[j] += t")
     return lines + [f"for i in range({rows}):", f"    for j in range({cols}):"] + body
 
