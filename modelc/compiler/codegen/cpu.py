@@ -1,10 +1,10 @@
 """The `cpu` target: the whole training loop of an epoch compiled with Numba.
 
-From the IR we generate one Python module: a small `@njit` function per op (or
-per fused pair of ops), and for each graph a driver that loops over batches,
-gathers the batch rows, calls the op functions on preallocated buffers and
-accumulates the loss and metric sums. One call trains any number of batches:
-no Python runs per batch and nothing is allocated per step.
+From the IR we generate one Python module with, for each graph, one `@njit`
+function that loops over batches: it gathers the batch rows, runs every op's
+code (inlined from the lowering table, fused pairs in one loop) on
+preallocated buffers and accumulates the loss and metric sums. One call trains
+any number of batches: no Python runs per batch and nothing is allocated per step.
 
 The module is written to a cache folder under the hash of its source and
 imported from there, so Numba's on-disk cache (`cache=True`) works and a second
@@ -64,11 +64,10 @@ def _indent(lines: list[str], depth: int) -> list[str]:
 
 
 class _GraphCode:
-    """Source for one graph: its op functions and its batch-loop driver."""
+    """The inlined code of one graph's ops, the buffers they write, and the op groups."""
 
     def __init__(self, graph: Graph, prefix: str, names: Names):
         self.graph, self.prefix, self.v = graph, prefix, names
-        self.functions: list[str] = []
         self.calls: list[str] = []
         self.buffers: list[Value] = []       # temps that need a preallocated buffer
         self.groups: list[list[Op]] = []      # ops in the order their code runs, fused ones together
@@ -132,10 +131,6 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "%._:, " else "?" for c in text)
 
 
-def _flat_shape(value: Value) -> int:
-    return value.sample_size()
-
-
 def generate(program) -> tuple[str, dict]:
     """The module source, and for each graph the buffers its driver needs."""
     schedules = "\n".join(f"schedule_{k} = njit(**JIT)(_SCHEDULES[{k!r}])" for k in SCHEDULE_FUNCTIONS)
@@ -147,7 +142,6 @@ def generate(program) -> tuple[str, dict]:
             continue
         names = Names()
         code = _GraphCode(graph, kind, names)
-        parts += code.functions
         driver, layout = _driver(kind, graph, code, names, program)
         parts.append(driver)
         layouts[kind] = layout
@@ -282,12 +276,6 @@ class CpuBackend(Backend):
             self._bufs = {k: b for k, b in self._bufs.items() if k[0] != kind}   # keep one size per graph
             self._bufs[key] = (bufs or (np.zeros(1, np.float32),), xbuf, ybuf)
         return self._bufs[key]
-
-    def _y(self, data):
-        x, y = data
-        if y is None:
-            return np.zeros(1, np.int64)
-        return y
 
     # running ------------------------------------------------------------
     def train(self, data, order, batch_size, first_batch, last_batch, step):

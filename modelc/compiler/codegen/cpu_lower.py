@@ -231,15 +231,10 @@ def _act_grad(op: Op, v: Names, ahead):
     return lines + [f"for i in range({rows}):", f"    for j in range({cols}):"] + body
 
 
-def _rows(value: Value, v: Names):
-    rows, cols = v.rows_cols(value)
-    return rows, cols
-
-
 @lowering("softmax", "log_softmax")
 def _softmax(op: Op, v: Names, ahead):
     (x,) = op.inputs
-    rows, cols = _rows(x, v)
+    rows, cols = v.rows_cols(x)
     t = f32(op.attrs.get("temperature", 1.0))
     head = [f"_x = {v.mat(x)}", f"_y = {v.mat(op.out)}",
             f"for i in range({rows}):",
@@ -265,7 +260,7 @@ def _softmax(op: Op, v: Names, ahead):
 @lowering("softmax_grad", "log_softmax_grad")
 def _softmax_grad(op: Op, v: Names, ahead):
     g, y = op.inputs
-    rows, cols = _rows(y, v)
+    rows, cols = v.rows_cols(y)
     t = f32(op.attrs.get("temperature", 1.0))
     lines = [f"_g = {v.mat(g)}", f"_y = {v.mat(y)}", f"_o = {v.mat(op.out)}",
              f"for i in range({rows}):", "    s = f32(0.0)", f"    for j in range({cols}):"]
