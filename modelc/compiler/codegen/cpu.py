@@ -92,9 +92,9 @@ class _GraphCode:
 
             body = LOWERINGS[op.prim](op, self.v, ahead)
             group = [op] + taken
-            self._emit_function(index, group, body)
+            self._inline(index, group, body)
 
-    def _emit_function(self, index: int, group: list[Op], body: list[str]):
+    def _inline(self, index: int, group: list[Op], body: list[str]):
         """Inline the op's code into the driver, its scratch names made unique,
         so LLVM sees one loop body (no calls) and Numba compiles one function."""
         self.groups.append(group)
