@@ -22,22 +22,14 @@ import numpy as np
 from modelc.compiler.catalog import LOSS_ALIASES, LOSSES, LossDef
 from modelc.compiler.primitives import PRIMITIVES
 from modelc.errors import ModelcError, did_you_mean
+from modelc.runtime.data.core import as_numbers, format_dims
 from modelc.schema import Param
 
 __all__ = ["get", "names"] + list(LOSSES) + list(LOSS_ALIASES)
 
 
-def _shape(shape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
 def _array(value: Any, what: str, dtype) -> np.ndarray:
-    try:
-        array = np.asarray(value)
-    except (ValueError, TypeError) as e:
-        raise ModelcError(f"{what} is not a rectangular array of numbers ({e})") from None
-    if array.dtype.kind not in "biuf":
-        raise ModelcError(f"{what} must hold numbers, not {array.dtype}")
+    array = as_numbers(value, what)
     if array.ndim == 0:
         raise ModelcError(f"{what} is a single number; give one row per sample, e.g. [[0.5]]")
     if array.size == 0:
@@ -87,8 +79,8 @@ def _compute(definition: LossDef, y_true: Any, y_pred: Any, options: dict[str, A
             labels = labels[..., 0]
         if labels.shape != p.shape[:-1]:
             raise ModelcError(
-                f"{definition.name}: y_true has shape {_shape(labels.shape)} but y_pred has shape "
-                f"{_shape(p.shape)}; sparse labels are one class index per row of y_pred",
+                f"{definition.name}: y_true has shape {format_dims(labels.shape)} but y_pred has shape "
+                f"{format_dims(p.shape)}; sparse labels are one class index per row of y_pred",
                 hint="for one-hot labels use categorical_crossentropy" if labels.shape == p.shape else None)
         check_labels(labels, p.shape[-1], f"{definition.name}: y_true")
         per = prim.impl(labels.reshape(-1).astype(np.int64), p.reshape(-1, p.shape[-1]), **opts)
@@ -101,8 +93,8 @@ def _compute(definition: LossDef, y_true: Any, y_pred: Any, options: dict[str, A
                 hint = None
                 if definition.kind == "categorical" and y.ndim == p.ndim - 1:
                     hint = "for integer class labels use sparse_categorical_crossentropy"
-                raise ModelcError(f"{definition.name}: y_true has shape {_shape(y.shape)} but y_pred has "
-                                  f"shape {_shape(p.shape)}; they must match", hint=hint)
+                raise ModelcError(f"{definition.name}: y_true has shape {format_dims(y.shape)} but y_pred has "
+                                  f"shape {format_dims(p.shape)}; they must match", hint=hint)
         if p.ndim == 1:                   # one sample
             y, p = y[None], p[None]
         if definition.kind in ("categorical", "distribution") and p.ndim > 2:

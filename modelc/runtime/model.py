@@ -19,13 +19,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 
 from modelc.compiler.ir import format_shape
 from modelc.errors import ModelcError, SpecError
 from modelc.runtime import checkpoint, training
+from modelc.runtime.data.core import as_numbers, format_dims
 from modelc.runtime.progress import History, Progress
 
 # Wall time of work per backend call while a live bar is shown: short enough
@@ -91,10 +92,6 @@ def _positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ModelcError(f"{what} must be a whole number, at least 1; got {value!r}")
     return int(value)
-
-
-def _shape(shape: Iterable) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(tuple(shape)) == 1 else "") + ")"
 
 
 def _first_bad(a: np.ndarray) -> str:
@@ -178,8 +175,8 @@ class Model:
             if array.dtype.kind not in "biuf":
                 raise ModelcError(f"parameter '{name}' must be numbers, not {array.dtype}")
             if tuple(array.shape) != shapes[name]:
-                raise ModelcError(f"parameter '{name}' has shape {_shape(shapes[name])}, but the array "
-                                  f"given has shape {_shape(array.shape)}")
+                raise ModelcError(f"parameter '{name}' has shape {format_dims(shapes[name])}, but the array "
+                                  f"given has shape {format_dims(array.shape)}")
             array = np.ascontiguousarray(array, np.float32)
             if not np.isfinite(array).all():
                 raise ModelcError(f"parameter '{name}' holds a non-finite value: {_first_bad(array)}")
@@ -238,18 +235,13 @@ class Model:
     def _bind_x(self, x: Any, where: str) -> np.ndarray:
         value = self.program.input
         decl = self.program.spec.inputs[0]
-        try:
-            x = np.asarray(x)
-        except (ValueError, TypeError) as e:
-            raise ModelcError(f"{where}: the features are not an array of numbers ({e})") from None
-        if x.dtype.kind not in "biuf":
-            raise ModelcError(f"{where}: the features must be numbers, not {x.dtype}")
+        x = as_numbers(x, f"{where}: the features")
         expected = tuple(value.shape[1:])
         if x.ndim == 0 or tuple(x.shape[1:]) != expected:
             declared = f"'{value.name}: f32{format_shape(expected)}'"
             message = (f"{where}: the input is declared {declared}{self._declared(decl)}, so the data "
                        f"must have shape (samples, {', '.join(map(str, expected))}), but it has shape "
-                       f"{_shape(x.shape)}")
+                       f"{format_dims(x.shape)}")
             size = int(np.prod(expected))
             if tuple(x.shape) == expected:
                 hint = "this is one sample: add the batch axis, x[None]"
@@ -260,7 +252,7 @@ class Model:
                 hint = f"declare the input as f32{format_shape(x.shape[1:])}, or fix the data"
             raise ModelcError(message, hint=hint)
         if len(x) == 0:
-            raise ModelcError(f"{where}: there are no samples (shape {_shape(x.shape)})")
+            raise ModelcError(f"{where}: there are no samples (shape {format_dims(x.shape)})")
         x = np.ascontiguousarray(x, dtype=np.float32)
         if not np.isfinite(x).all():
             raise ModelcError(f"{where}: the features hold a value that is not a finite number: "
@@ -276,15 +268,10 @@ class Model:
         name = target.value.name
         decl = self.program.spec.targets[0]
         loss = self.program.loss_name
-        try:
-            y = np.asarray(y)
-        except (ValueError, TypeError) as e:
-            raise ModelcError(f"{where}: the labels are not an array of numbers ({e})") from None
-        if y.dtype.kind not in "biuf":
-            raise ModelcError(f"{where}: the labels must be numbers, not {y.dtype}")
+        y = as_numbers(y, f"{where}: the labels")
         if y.ndim == 0 or len(y) != samples:
             raise ModelcError(f"{where}: there are {samples} samples of features but the labels have shape "
-                              f"{_shape(y.shape)}", hint="give one label per sample")
+                              f"{format_dims(y.shape)}", hint="give one label per sample")
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             raise ModelcError(f"{where}: the labels hold a value that is not a finite number: {_first_bad(y)}")
         classes = target.classes
@@ -293,14 +280,14 @@ class Model:
                 y = y[:, 0]
             if y.ndim == 2:
                 raise ModelcError(
-                    f"{where}: the labels have shape {_shape(y.shape)}, one-hot vectors, but the target "
+                    f"{where}: the labels have shape {format_dims(y.shape)}, one-hot vectors, but the target "
                     f"'{name}' is declared as integer class labels (int[] classes {classes})"
                     f"{self._declared(decl)} and the loss is {loss}",
                     hint=f"pass the class indices (y.argmax(axis=1)), or declare the target one-hot, "
                     f"'target {name}: f32[{y.shape[1]}] onehot', and use categorical_crossentropy")
             if y.ndim != 1:
                 raise ModelcError(f"{where}: class labels must be one number per sample, but they have "
-                                  f"shape {_shape(y.shape)}")
+                                  f"shape {format_dims(y.shape)}")
             check_labels(y, classes, where)
             return np.ascontiguousarray(y, dtype=np.int64)
         if target.format == "onehot":
@@ -309,13 +296,13 @@ class Model:
                 whole = y.dtype.kind in "biu" or bool(np.all(flat == np.round(flat)))
                 what = "integer class labels" if whole else "one number per sample"
                 raise ModelcError(
-                    f"{where}: the labels have shape {_shape(y.shape)}, {what}, but the target '{name}' "
+                    f"{where}: the labels have shape {format_dims(y.shape)}, {what}, but the target '{name}' "
                     f"is declared one-hot (f32[{classes}] onehot){self._declared(decl)} and the loss is {loss}",
                     hint=(f"one-hot them (modelc.runtime.data.one_hot(y, {classes}), or onehot=true in the "
                           f"data source), or declare 'target {name}: int[] classes {classes}' and use "
                           "sparse_categorical_crossentropy"))
             if tuple(y.shape[1:]) != (classes,):
-                raise ModelcError(f"{where}: the labels have shape {_shape(y.shape)}, but the target '{name}' "
+                raise ModelcError(f"{where}: the labels have shape {format_dims(y.shape)}, but the target '{name}' "
                                   f"is declared f32[{classes}] onehot{self._declared(decl)}",
                                   hint=f"give {classes} entries per sample, or change the declaration")
             return np.ascontiguousarray(y, dtype=np.float32)
@@ -323,7 +310,7 @@ class Model:
         if y.ndim == 1 and expected == (1,):
             y = y[:, None]
         if tuple(y.shape[1:]) != expected:
-            raise ModelcError(f"{where}: the targets have shape {_shape(y.shape)}, but '{name}' is declared "
+            raise ModelcError(f"{where}: the targets have shape {format_dims(y.shape)}, but '{name}' is declared "
                               f"f32{format_shape(expected)}{self._declared(decl)}",
                               hint=f"give targets of shape (samples, {', '.join(map(str, expected))}), "
                               "or change the declaration")

@@ -124,6 +124,24 @@ def scaled(a: np.ndarray, scale: float) -> np.ndarray:
     return np.ascontiguousarray(np.multiply(a, scale, dtype=np.float64).astype(np.float32))
 
 
+def as_numbers(value: Any, what: str) -> np.ndarray:
+    """`value` as a NumPy array of numbers, or a ModelcError that names `what`:
+    the first check of every entry point that takes user arrays."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise ModelcError(f"{what}: not a rectangular array of numbers ({e})") from None
+    if array.dtype.kind not in "biuf":
+        raise ModelcError(f"{what}: must hold numbers, not {array.dtype}")
+    return array
+
+
+def format_dims(shape) -> str:
+    """A shape as Python prints a tuple: (3,) or (32, 10)."""
+    shape = tuple(shape)
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
 def check_labels(y: np.ndarray, classes: int, where: str) -> None:
     """Raise if a class label lies outside [0, classes), naming the first offender and its index."""
     y = np.asarray(y)
