@@ -20,7 +20,8 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _simulator() -> bool:
+def simulator_enabled() -> bool:
+    """NUMBA_ENABLE_CUDASIM as numba read it when it was first imported."""
     try:
         from numba.core import config
     except ImportError:
@@ -47,7 +48,7 @@ def cuda_available() -> tuple[bool, str]:
         from numba import cuda
     except ImportError as exc:
         return False, f"numba-cuda is not installed ({exc})"
-    if _simulator():
+    if simulator_enabled():
         return True, "the CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1)"
     try:
         if not cuda.is_available():
@@ -98,7 +99,7 @@ def _libraries() -> list[tuple[str, str]]:
 
 def ptx_check(arch: tuple[int, int] = (8, 0)) -> tuple[bool, str]:
     """Compile a one-line kernel to PTX: proves NVVM and libdevice work here."""
-    if _simulator():
+    if simulator_enabled():
         return False, "skipped: the simulator is on (run doctor without NUMBA_ENABLE_CUDASIM)"
     try:
         from numba import cuda, float32, void
@@ -128,10 +129,10 @@ def report() -> str:
         ("numba", _version("numba") or "not installed"),
         ("numba-cuda", _version("numba-cuda") or "not installed"),
         ("cuda-bindings", _version("cuda-bindings") or "not installed"),
-        ("simulator", "on (NUMBA_ENABLE_CUDASIM=1)" if _simulator() else "off"),
+        ("simulator", "on (NUMBA_ENABLE_CUDASIM=1)" if simulator_enabled() else "off"),
     ]
     ok, reason = cuda_available()
-    if _simulator():
+    if simulator_enabled():
         rows.append(("CUDA driver", "not used (simulator)"))
     else:
         try:

@@ -28,19 +28,11 @@ from modelc.compiler.codegen.cuda_kernels import (GPU_CONFIG, SIM_CONFIG, CudaCo
                                                   LaunchConfig, Plan, plan_graph)
 from modelc.compiler.ir import I64
 from modelc.errors import ModelcError
+from modelc.doctor import simulator_enabled
 
 __all__ = ["CudaBackend", "CudaCodegenError", "emit_ptx", "plan_ptx", "link_report", "plans_for",
            "simulator_enabled", "plan_graph",
            "GPU_CONFIG", "SIM_CONFIG", "LaunchConfig", "run_graph"]
-
-
-def simulator_enabled() -> bool:
-    """NUMBA_ENABLE_CUDASIM as numba read it when it was first imported."""
-    try:
-        from numba.core import config
-    except ImportError:
-        return False
-    return bool(config.ENABLE_CUDASIM)
 
 
 def _cache_dir() -> Path:
