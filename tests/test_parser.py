@@ -75,7 +75,7 @@ expect {
 
 
 def names(idents):
-    return [i.name for i in idents]
+    return [i.name.name if isinstance(i, ast.Call) else i.name for i in idents]
 
 
 # ---------------------------------------------------------------- the AST

@@ -11,7 +11,8 @@ from dataclasses import replace
 
 from modelc.compiler.emitter import Emitter
 from modelc.compiler.ir import Graph, Value
-from modelc.compiler.primitives import PRIMITIVES, UPDATE_STATE
+from modelc.compiler.formulas import UpdateRule
+from modelc.compiler.primitives import PRIMITIVES
 
 
 def gradients(graph: Graph, loss: Value, emit: Emitter) -> dict[int, Value]:
@@ -45,19 +46,26 @@ def gradients(graph: Graph, loss: Value, emit: Emitter) -> dict[int, Value]:
     return grads
 
 
-def training_graph(forward: Graph, loss: Value, update: str, options: dict) -> Graph:
-    """forward + backward + one in-place `update` op per parameter."""
+def training_graph(forward: Graph, loss: Value, rule: UpdateRule, options: dict) -> Graph:
+    """forward + backward + one in-place update op (of `rule`) per parameter. With norm
+    clipping, each update also reads the sum of squares its norm is taken over: its own
+    gradient's (clipnorm) or all gradients' together (global_clipnorm), as Keras clips."""
     graph = replace(forward, name="train", ops=list(forward.ops), state=[])
     emit = Emitter(graph)
     grads = gradients(forward, loss, emit)
-    step = next(v for v in graph.inputs if v.name == "step")
+    step = next(v for v in graph.inputs if v.role == "scalar" and v.dtype == "i64")
     emit.loc = None
-    for param in graph.params:
-        grad = grads.get(param.id)
-        if grad is None:
-            continue
-        state = [Value(f"{param.name}.{kind}", "f32", param.shape, "state")
-                 for kind in UPDATE_STATE[update]]
+    trained = [(param, grads[param.id]) for param in graph.params if param.id in grads]
+    norms: dict[int, Value] = {}
+    if options.get("clipnorm"):
+        norms = {param.id: emit("sum_squares", grad, name=f"{param.name}.sumsq") for param, grad in trained}
+    elif options.get("global_clipnorm") and trained:
+        squares = [emit("sum_squares", grad, name=f"{param.name}.sumsq") for param, grad in trained]
+        total = squares[0] if len(squares) == 1 else emit("add", *squares, name="grads.sumsq")
+        norms = {param.id: total for param, _ in trained}
+    for param, grad in trained:
+        state = [Value(f"{param.name}.{kind}", "f32", param.shape, "state") for kind in rule.state]
         graph.state.extend(state)
-        emit.emit_op(update, (param, grad, *state, step), dict(options), writes=(param, *state))
+        extra = (norms[param.id],) if param.id in norms else ()
+        emit.emit_op(rule.name, (param, grad, *state, step, *extra), dict(options), writes=(param, *state))
     return graph

@@ -14,7 +14,7 @@ from modelc.compiler.catalog import (LOSS_ALIASES, LOSSES, METRIC_ALIASES, METRI
                                      OPTION_ALIASES, SCHEDULES, schedule_tuple)
 from modelc.compiler.emitter import Emitter
 from modelc.compiler.ir import BATCH, F32, I64, Graph, Value, format_graph, verify
-from modelc.compiler.layers import LayerDef, apply_activation, bind_layer
+from modelc.compiler.layers import bind_layer
 from modelc.compiler.program import LayerInfo, ParamInfo, Program, TargetInfo
 from modelc.errors import SpecError, did_you_mean, unknown
 from modelc.grammar import ast
@@ -27,7 +27,6 @@ class _Context:
     def __init__(self, graph: Graph, emit: Emitter, params: dict, training: bool, step: Value | None):
         self.graph, self.emit, self.params = graph, emit, params
         self.training, self.step = training, step
-        self.param_infos: list[ParamInfo] = []
         self.layer_params: list[Value] = []
 
     def param(self, layer, kind, shape, init, fan_in, fan_out) -> Value:
@@ -139,28 +138,23 @@ class _Network:
                 self._define(link.name, current[0])
                 continue
             definition, options = bind_layer(link)
-            kind = definition.name if isinstance(definition, LayerDef) else definition
-            merge = isinstance(definition, LayerDef) and definition.merge
-            if merge and len(current) < 2:
+            kind = definition.name
+            if definition.merge and len(current) < 2:
                 raise SpecError(f"{kind} joins two or more values; give it a tuple like (a, b)", link.pos,
                                 hint=f"write (a, b) -> {kind}")
-            if not merge and len(current) != 1:
+            if not definition.merge and len(current) != 1:
                 raise SpecError(f"{kind} takes one input but gets {len(current)}", link.pos,
                                 hint="join the values first with add or concat")
             layer = self._layer_name(kind, chain.links, i)
             self.emit.loc = link.pos
             self.ctx.layer_params = []
-            if isinstance(definition, LayerDef):
-                out = definition.build(self.ctx, current, options, layer)
-                if kind == "dense":
-                    last_kind = options["act"][0]
-                elif kind in ("flatten", "reshape", "dropout"):   # shape-only: keep the input's kind
-                    last_kind = self.origin.get(current[0].id, ("linear", link.pos))[0]
-                else:
-                    last_kind = "linear"
+            out = definition.build(self.ctx, current, options, layer)
+            if definition.keeps_kind:
+                last_kind = self.origin.get(current[0].id, ("linear", link.pos))[0]
+            elif definition.activation is not None:
+                last_kind = options[definition.activation][0]
             else:
-                out = apply_activation(self.ctx, current[0], definition, options, layer)
-                last_kind = definition
+                last_kind = "linear"
             self.origin[out.id] = (last_kind, link.pos)
             inputs = [self.made_by.get(value.id, value.name) for value in current]
             self.layers.append(LayerInfo(layer, kind, out, list(self.ctx.layer_params), link.pos, inputs))
@@ -241,34 +235,55 @@ def _loss_ops(emit: Emitter, definition, options, target: TargetInfo, output: Va
     return emit("mean", emit(definition.name, target.value, output, name="loss.sample", **attrs), name="loss")
 
 
+def _metric(call: ast.Call, target: TargetInfo, loss_kind: str):
+    """The metric a `metrics` entry names (accuracy resolved by the target's format), and its options."""
+    name = METRIC_ALIASES.get(call.name.name, call.name.name)
+    if name not in METRICS:
+        raise unknown("metric", call.name.name, list(METRICS) + list(METRIC_ALIASES), call.name.pos)
+    definition = METRICS[name]
+    if call.positional:
+        raise SpecError(f"{name} reads the loss's target and prediction; give options by name, like "
+                        f"{name}(k=3)", call.positional[0].pos)
+    if definition.by_format:
+        fmt = "binary" if target.format == "dense" and loss_kind == "binary" else target.format
+        chosen = dict(definition.by_format).get(fmt)
+        if chosen is None:
+            raise SpecError(f"{name} needs class labels, but the target holds real values", call.pos,
+                            hint="use mae or mse for regression")
+        definition = METRICS[chosen]
+    if target.format not in definition.targets:
+        wants = {"sparse": "integer class labels", "onehot": "one-hot targets", "dense": "0/1 or real targets"}
+        raise SpecError(f"{name} needs {' or '.join(wants[t] for t in definition.targets)}, but the target "
+                        f"holds {wants[target.format]}", call.pos,
+                        hint="use accuracy" if target.format == "sparse" else None)
+    return name, definition, bind_call(call, definition.params, what=name)
+
+
 def _metric_ops(spec: ast.Spec, emit: Emitter, target: TargetInfo, output: Value, loss_kind: str):
-    names, values = [], []
-    for ident in spec.metrics:
-        name = METRIC_ALIASES.get(ident.name, ident.name)
-        if name not in METRICS:
-            raise unknown("metric", ident.name, list(METRICS) + list(METRIC_ALIASES), ident.pos)
+    """The per-batch mean of each metric (for a ratio metric, of its numerator and denominator);
+    returns the metric names, the graph outputs to sum, and the ratios among them."""
+    names, outputs, ratios = [], {}, {}
+    for call in spec.metrics:
+        name, definition, options = _metric(call, target, loss_kind)
         if name in names:
-            raise SpecError(f"metric '{ident.name}' is listed twice", ident.pos)
-        emit.loc = ident.pos
-        if name == "accuracy":
-            if target.format == "sparse":
-                prim = "sparse_accuracy"
-            elif target.format == "onehot":
-                prim = "categorical_accuracy"
-            elif loss_kind == "binary":
-                prim = "binary_accuracy"
-            else:
-                raise SpecError("accuracy needs class labels, but the target holds real values", ident.pos,
-                                hint="use mae or mse for regression")
+            raise SpecError(f"metric '{call.name.name}' is listed twice", call.pos)
+        emit.loc = call.pos
+        if definition.ratio is not None:
+            parts = []
+            for rule in definition.ratio:
+                key = f"{name}.{rule.name}"
+                outputs[key] = emit("mean", emit(rule.name, target.value, output, name=f"{key}.sample", **options),
+                                    name=key)
+                parts.append(key)
+            ratios[name] = tuple(parts)
         else:
-            if target.format == "sparse":
-                raise SpecError(f"{name} compares values, but the target holds class labels", ident.pos,
-                                hint="use accuracy")
-            prim = {"mae": "mean_absolute_error", "mse": "mean_squared_error"}[name]
-        per_sample = emit(prim, target.value, output, name=f"{name}.sample")
-        values.append(emit("mean", per_sample, name=name))
+            prim = definition.loss or definition.rule.name
+            if definition.loss:
+                options = bind_call(ast.Call(ast.Ident(prim), []), LOSSES[prim].params, what=prim)
+            per_sample = emit(prim, target.value, output, name=f"{name}.sample", **options)
+            outputs[name] = emit("mean", per_sample, name=name)
         names.append(name)
-    return names, values
+    return names, outputs, ratios
 
 
 def _optimizer(spec: ast.Spec):
@@ -356,6 +371,8 @@ def _build(spec: ast.Spec) -> Program:
 
     evaluate = train = None
     metric_names: list[str] = []
+    metric_outputs: dict = {}
+    ratios: dict = {}
     state: list[Value] = []
     optimizer_name = None
     optimizer_options: dict = {}
@@ -366,8 +383,8 @@ def _build(spec: ast.Spec) -> Program:
         emit = Emitter(evaluate)
         emit.loc = spec.loss.pos
         loss = _loss_ops(emit, definition, options, target, output)
-        metric_names, metric_values = _metric_ops(spec, emit, target, output, definition.kind)
-        evaluate.outputs = {"loss": loss, **dict(zip(metric_names, metric_values))}
+        metric_names, metric_outputs, ratios = _metric_ops(spec, emit, target, output, definition.kind)
+        evaluate.outputs = {"loss": loss, **metric_outputs}
         evaluate = passes.fuse_softmax_cross_entropy(evaluate)
         verify(evaluate)
 
@@ -379,13 +396,13 @@ def _build(spec: ast.Spec) -> Program:
         emit = Emitter(tgraph, training.emit.taken)
         emit.loc = spec.loss.pos
         t_loss = _loss_ops(emit, definition, options, target, t_output)
-        _, t_metrics = _metric_ops(spec, emit, target, t_output, definition.kind)
-        tgraph.outputs = {"loss": t_loss, **dict(zip(metric_names, t_metrics))}
+        _, t_metrics, _ = _metric_ops(spec, emit, target, t_output, definition.kind)
+        tgraph.outputs = {"loss": t_loss, **t_metrics}
         tgraph = passes.fuse_softmax_cross_entropy(tgraph)
         optimizer_name, opt_def, optimizer_options = _optimizer(spec)
         optimizer_options = dict(optimizer_options, schedule=_schedule(spec))
         from modelc.compiler.autodiff import training_graph
-        train = training_graph(tgraph, t_loss, opt_def.primitive, optimizer_options)
+        train = training_graph(tgraph, t_loss, opt_def.rule, optimizer_options)
         train = passes.dead_code(train)
         verify(train)
         state = list(train.state)
@@ -398,5 +415,6 @@ def _build(spec: ast.Spec) -> Program:
         name=spec.name.name, spec=spec, spec_hash=hashlib.sha256(arch.encode()).hexdigest()[:16],
         input=predict.inputs[0], target=target, output=output, params=ordered, layers=net.layers,
         predict=predict, evaluate=evaluate, train=train, metric_names=metric_names,
+        result_names=["loss", *metric_outputs] if definition else ["loss"], ratios=ratios,
         optimizer=optimizer_name, optimizer_options=optimizer_options, state=state,
         loss_name=definition.name if definition else None)

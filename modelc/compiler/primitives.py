@@ -8,24 +8,21 @@ against; it is dtype-generic so gradients can be checked in float64. `vjp(emit,
 op, grads)` returns one gradient Value (or None) per input, emitting new ops
 through `emit(prim, *inputs, **attrs) -> Value`.
 
-Keras semantics for losses: probabilities clipped to [1e-7, 1 - 1e-7],
-categorical cross-entropy renormalises its input, the per-sample loss is the
-mean over the last axis (the sum over classes for cross-entropies), and a
-separate `mean` op averages over the batch.
+Losses, metrics and optimizer updates are not written here: each is a formula
+of the catalog (`catalog.LOSSES`, `METRICS`, `OPTIMIZERS`), registered below
+as a primitive whose reference is that formula evaluated by `formulas`. A loss
+gives per-sample values; a separate `mean` op averages them over the batch.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from modelc.compiler import elementwise
+from modelc.compiler import elementwise, expr, formulas
+from modelc.compiler.catalog import LOSSES, METRICS, OPTIMIZERS
 from modelc.compiler.ir import F32, I64
-
-EPSILON = 1e-7
-
 
 class ShapeError(Exception):
     """Inputs of the wrong shape or type for a primitive (reported at the spec line)."""
@@ -37,16 +34,19 @@ class Primitive:
     infer: Callable[[list, dict], list]
     impl: Callable[..., Any]
     vjp: Callable | None = None
-    differentiable: tuple[int, ...] = ()     # which inputs carry gradients
     doc: str = ""
+    # formulas of the catalog: "row" (per-sample values), "row_grad" or "update", and
+    # formula(attrs) -> the RowRule / UpdateRule every target generates its code from
+    kind: str = ""
+    formula: Callable[[dict], Any] | None = None
 
 
 PRIMITIVES: dict[str, Primitive] = {}
 
 
-def primitive(name: str, infer, vjp=None, differentiable=(), doc=""):
+def primitive(name: str, infer, vjp=None, doc=""):
     def register(impl):
-        PRIMITIVES[name] = Primitive(name, infer, impl, vjp, tuple(differentiable), doc or (impl.__doc__ or ""))
+        PRIMITIVES[name] = Primitive(name, infer, impl, vjp, doc or (impl.__doc__ or ""))
         return impl
     return register
 
@@ -108,7 +108,7 @@ def _matmul_vjp(emit, op, grads):
     return [da, db]
 
 
-@primitive("matmul", _matmul_infer, _matmul_vjp, (0, 1))
+@primitive("matmul", _matmul_infer, _matmul_vjp)
 def matmul(a, b, ta=False, tb=False):
     """a @ b with either operand transposed, as the backward pass needs."""
     return (a.T if ta else a) @ (b.T if tb else b)
@@ -122,7 +122,7 @@ def _bias_add_infer(types, attrs):
 
 
 @primitive("bias_add", _bias_add_infer,
-           lambda emit, op, grads: [grads[0], emit("sum_to_last", grads[0])], (0, 1))
+           lambda emit, op, grads: [grads[0], emit("sum_to_last", grads[0])])
 def bias_add(x, b):
     return x + b
 
@@ -150,7 +150,7 @@ def _reshape_infer(types, attrs):
 
 
 @primitive("reshape", _reshape_infer,
-           lambda emit, op, grads: [emit("reshape", grads[0], shape=tuple(op.inputs[0].shape[1:]))], (0,))
+           lambda emit, op, grads: [emit("reshape", grads[0], shape=tuple(op.inputs[0].shape[1:]))])
 def reshape(x, shape):
     return x.reshape((x.shape[0],) + tuple(shape))
 
@@ -163,7 +163,7 @@ def _add_infer(types, attrs):
     return [(F32, first)]
 
 
-@primitive("add", _add_infer, lambda emit, op, grads: [grads[0]] * len(op.inputs), ())
+@primitive("add", _add_infer, lambda emit, op, grads: [grads[0]] * len(op.inputs))
 def add(*xs):
     out = xs[0].copy()
     for x in xs[1:]:
@@ -213,8 +213,7 @@ def slice_(x, axis, start, stop):
 
 
 @primitive("mul", lambda types, attrs: [types[0]],
-           lambda emit, op, grads: [emit("mul", grads[0], op.inputs[1]), emit("mul", grads[0], op.inputs[0])],
-           (0, 1))
+           lambda emit, op, grads: [emit("mul", grads[0], op.inputs[1]), emit("mul", grads[0], op.inputs[0])])
 def mul(a, b):
     return a * b
 
@@ -258,7 +257,7 @@ def _dropout_infer(types, attrs):
 
 
 @primitive("dropout", _dropout_infer,
-           lambda emit, op, grads: [emit("mul", grads[0], op.outputs[1]), None], (0,))
+           lambda emit, op, grads: [emit("mul", grads[0], op.outputs[1]), None])
 def dropout(x, step, rate, seed):
     """Training-mode dropout: returns the output and the scaled keep-mask."""
     keep = dropout_uniform(seed, step, x.size).reshape(x.shape) >= rate
@@ -284,17 +283,17 @@ def _act_env(x, attrs, y=None):
 
 
 @primitive("act", _act_infer,
-           lambda emit, op, grads: [emit("act_grad", grads[0], op.inputs[0], op.out, **op.attrs)], (0,))
+           lambda emit, op, grads: [emit("act_grad", grads[0], op.inputs[0], op.out, **op.attrs)])
 def act(x, fn, **params):
     """An elementwise activation from `elementwise.ACTIVATIONS`."""
     f, env = _act_env(x, {"fn": fn, **params})
-    return elementwise.evaluate(f.forward, env)
+    return expr.evaluate(f.forward, env)
 
 
 @primitive("act_grad", lambda types, attrs: [types[0]])
 def act_grad(g, x, y, fn, **params):
     f, env = _act_env(x, {"fn": fn, **params}, y)
-    return g * elementwise.evaluate(f.derivative, env)
+    return g * expr.evaluate(f.derivative, env)
 
 
 def _rowwise_infer(types, attrs):
@@ -303,7 +302,7 @@ def _rowwise_infer(types, attrs):
 
 
 @primitive("softmax", _rowwise_infer,
-           lambda emit, op, grads: [emit("softmax_grad", grads[0], op.out, **op.attrs)], (0,))
+           lambda emit, op, grads: [emit("softmax_grad", grads[0], op.out, **op.attrs)])
 def softmax(x, temperature=1.0):
     z = x / x.dtype.type(temperature)
     e = np.exp(z - z.max(axis=-1, keepdims=True))
@@ -316,7 +315,7 @@ def softmax_grad(g, y, temperature=1.0):
 
 
 @primitive("log_softmax", _rowwise_infer,
-           lambda emit, op, grads: [emit("log_softmax_grad", grads[0], op.out, **op.attrs)], (0,))
+           lambda emit, op, grads: [emit("log_softmax_grad", grads[0], op.out, **op.attrs)])
 def log_softmax(x, temperature=1.0):
     z = x / x.dtype.type(temperature)
     z = z - z.max(axis=-1, keepdims=True)
@@ -338,7 +337,7 @@ def _mean_infer(types, attrs):
 
 
 @primitive("mean", _mean_infer,
-           lambda emit, op, grads: [emit("mean_grad", grads[0], op.inputs[0])], (0,))
+           lambda emit, op, grads: [emit("mean_grad", grads[0], op.inputs[0])])
 def mean(x):
     """The batch mean of per-sample values (Keras's sum_over_batch_size)."""
     return np.asarray(x.mean(), dtype=x.dtype)
@@ -349,210 +348,74 @@ def mean_grad(g, x):
     return np.full(x.shape, g / x.shape[0], dtype=x.dtype)
 
 
-# ---------------------------------------------------------------- losses
-# Each takes (y_true, y_pred) and returns per-sample losses (B,). Its gradient
-# primitive `<name>_grad(y_true, y_pred, g)` takes the per-sample gradient g.
+# ---------------------------------------------------------------- losses and metrics
+# Each is a row rule of the catalog: `<name>(y_true, y_pred)` gives per-sample values
+# (B,), and a loss's gradient primitive `<name>_grad(y_true, y_pred, g)` takes the
+# per-sample gradient g. Integer labels (i64 [B]) are seen as one-hot rows.
 
-def _loss(name, infer=_per_sample):
-    grad_name = name + "_grad"
-
-    def vjp(emit, op, grads):
-        return [None, emit(grad_name, op.inputs[0], op.inputs[1], grads[0], **op.attrs)]
-
-    def register(pair):
-        forward, backward = pair
-        PRIMITIVES[name] = Primitive(name, infer, forward, vjp, (1,), forward.__doc__ or "")
-        PRIMITIVES[grad_name] = Primitive(grad_name, lambda types, attrs: [types[1]], backward)
-        return pair
-    return register
-
-
-def _g(g, p):
-    """Per-sample gradient broadcast over a sample's other axes."""
-    return g.reshape((-1,) + (1,) * (p.ndim - 1))
-
-
-def _count(p):
-    return p.dtype.type(np.prod(p.shape[1:], dtype=np.int64))
-
-
-def _mse(y, p):
-    """mean((y - p)^2) over each sample."""
-    return ((p - y) ** 2).mean(axis=_batch_rows(p))
-
-
-def _mse_grad(y, p, g):
-    return _g(g, p) * 2 * (p - y) / _count(p)
-
-
-_loss("mean_squared_error")((_mse, _mse_grad))
-
-
-def _mae(y, p):
-    """mean(|y - p|) over each sample."""
-    return np.abs(p - y).mean(axis=_batch_rows(p))
-
-
-def _mae_grad(y, p, g):
-    return _g(g, p) * np.sign(p - y) / _count(p)
-
-
-_loss("mean_absolute_error")((_mae, _mae_grad))
-
-
-def _huber(y, p, delta=1.0):
-    """Quadratic within `delta`, linear beyond, as Keras's Huber."""
-    e = np.abs(p - y)
-    d = p.dtype.type(delta)
-    return np.where(e <= d, 0.5 * e * e, d * e - 0.5 * d * d).mean(axis=_batch_rows(p))
-
-
-def _huber_grad(y, p, g, delta=1.0):
-    e = p - y
-    d = p.dtype.type(delta)
-    return _g(g, p) * np.clip(e, -d, d) / _count(p)
-
-
-_loss("huber")((_huber, _huber_grad))
-
-
-def _smooth_binary(y, label_smoothing):
-    return y * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else y
-
-
-def _sigmoid(z):
-    return elementwise.FUNCTIONS["sigmoid"](z)
-
-
-def _bce(y, p, from_logits=False, label_smoothing=0.0):
-    """Keras binary cross-entropy: clipped probabilities, or a stable form on logits."""
-    y = _smooth_binary(y, label_smoothing)
-    if from_logits:
-        per = np.maximum(p, 0) - p * y + np.log1p(np.exp(-np.abs(p)))
-    else:
-        # tf.keras adds epsilon inside the logs after clipping; the reference
-        # values (DESIGN.md: 0.10536041 for 0.9) need it to the printed digits.
-        q = np.clip(p, EPSILON, 1 - EPSILON)
-        per = -(y * np.log(q + EPSILON) + (1 - y) * np.log(1 - q + EPSILON))
-    return per.mean(axis=_batch_rows(p))
-
-
-def _bce_grad(y, p, g, from_logits=False, label_smoothing=0.0):
-    y = _smooth_binary(y, label_smoothing)
-    if from_logits:
-        d = _sigmoid(p) - y
-    else:
-        inside = (p > EPSILON) & (p < 1 - EPSILON)
-        q = np.clip(p, EPSILON, 1 - EPSILON)
-        d = np.where(inside, (1 - y) / (1 - q + EPSILON) - y / (q + EPSILON), 0)
-    return (_g(g, p) * d / _count(p)).astype(p.dtype)
-
-
-_loss("binary_crossentropy")((_bce, _bce_grad))
-
-
-def _smooth_categorical(y, label_smoothing):
-    return y * (1 - label_smoothing) + label_smoothing / y.shape[-1] if label_smoothing else y
-
-
-def _cce(y, p, from_logits=False, label_smoothing=0.0, temperature=1.0):
-    """Keras categorical cross-entropy: renormalised, clipped probabilities, or
-    log-softmax of logits (divided by `temperature`, for a fused softmax)."""
-    y = _smooth_categorical(y, label_smoothing)
-    if from_logits:
-        return -(y * log_softmax(p, temperature)).sum(axis=-1)
-    q = np.clip(p / p.sum(axis=-1, keepdims=True), EPSILON, 1 - EPSILON)
-    return -(y * np.log(q)).sum(axis=-1)
-
-
-def _cce_grad(y, p, g, from_logits=False, label_smoothing=0.0, temperature=1.0):
-    y = _smooth_categorical(y, label_smoothing)
-    g = g[:, None]
-    if from_logits:
-        return g * (softmax(p, temperature) * y.sum(axis=-1, keepdims=True) - y) / p.dtype.type(temperature)
-    s = p.sum(axis=-1, keepdims=True)
-    q = p / s
-    inside = (q > EPSILON) & (q < 1 - EPSILON)
-    dq = np.where(inside, -y / np.clip(q, EPSILON, 1), 0)
-    return g * (dq - (dq * q).sum(axis=-1, keepdims=True)) / s
-
-
-def _cce_infer(types, attrs):
-    (yd, ys), (pd, ps) = types
-    if len(ps) != 2:
-        raise ShapeError(f"categorical losses need [batch, classes] predictions, got {_fmt(ps)}")
-    return _per_sample(types, attrs)
-
-
-_loss("categorical_crossentropy", _cce_infer)((_cce, _cce_grad))
-
-
-def _sparse_infer(types, attrs):
-    (yd, ys), (pd, ps) = types
-    if yd != I64 or len(ys) != 1:
-        raise ShapeError(f"sparse labels must be integers of shape [B], got {yd}{_fmt(ys)}")
-    if len(ps) != 2:
-        raise ShapeError(f"sparse categorical losses need [batch, classes] predictions, got {_fmt(ps)}")
+def _row_infer(types, attrs):
+    (yd, ys), (pd, ps) = types[0], types[1]
+    if yd == I64:
+        if len(ys) != 1:
+            raise ShapeError(f"integer labels must have shape [B], got {_fmt(ys)}")
+        if len(ps) != 2:
+            raise ShapeError(f"integer labels need [batch, classes] predictions, got {_fmt(ps)}")
+        return [(F32, (ps[0],))]
+    if ps != ys:
+        raise ShapeError(f"the target has shape {_fmt(ys)} but the prediction has shape {_fmt(ps)}")
     return [(F32, (ps[0],))]
 
 
-def _onehot(labels, like):
-    out = np.zeros(like.shape, dtype=like.dtype)
-    out[np.arange(len(labels)), labels] = 1
-    return out
+def _categorical_infer(types, attrs):
+    if len(types[1][1]) != 2:
+        raise ShapeError(f"categorical losses need [batch, classes] predictions, got {_fmt(types[1][1])}")
+    return _row_infer(types, attrs)
 
 
-def _scce(labels, p, from_logits=False, temperature=1.0):
-    """Sparse categorical cross-entropy: integer labels, same values as the one-hot form."""
-    return _cce(_onehot(labels, p), p, from_logits, 0.0, temperature)
+def _sparse(y) -> bool:
+    return y.dtype.kind in "iu"
 
 
-def _scce_grad(labels, p, g, from_logits=False, temperature=1.0):
-    return _cce_grad(_onehot(labels, p), p, g, from_logits, 0.0, temperature)
+def _defaults(params) -> dict:
+    return {p.name: p.default for p in params}
 
 
-_loss("sparse_categorical_crossentropy", _sparse_infer)((_scce, _scce_grad))
+def _register_row(name: str, rule_for, params=(), infer=_row_infer, grad: bool = False) -> None:
+    """`name` computes the per-sample values of `rule_for(attrs)`; with `grad`, also the
+    primitive `name_grad` and the gradient rule that emits it. Options not given take
+    the catalog's defaults (`params`)."""
+    defaults = _defaults(params)
+
+    def impl(y, p, **attrs):
+        attrs = {**defaults, **attrs}
+        return formulas.row_value(rule_for(attrs), y, p, attrs, _sparse(y))
+
+    def grad_impl(y, p, g, **attrs):
+        attrs = {**defaults, **attrs}
+        return formulas.row_grad(rule_for(attrs), y, p, g, attrs, _sparse(y))
+
+    def vjp(emit, op, grads):
+        return [None, emit(name + "_grad", op.inputs[0], op.inputs[1], grads[0], **op.attrs)]
+
+    PRIMITIVES[name] = Primitive(name, infer, impl, vjp if grad else None, f"row rule {name}",
+                                 kind="row", formula=rule_for)
+    if grad:
+        PRIMITIVES[name + "_grad"] = Primitive(name + "_grad", lambda types, attrs: [types[1]], grad_impl,
+                                               doc=f"gradient of {name}", kind="row_grad", formula=rule_for)
 
 
-def _kld(y, p):
-    """Keras KL divergence: both sides clipped to [1e-7, 1]."""
-    yc = np.clip(y, EPSILON, 1)
-    pc = np.clip(p, EPSILON, 1)
-    return (yc * np.log(yc / pc)).sum(axis=_batch_rows(p))
-
-
-def _kld_grad(y, p, g):
-    yc = np.clip(y, EPSILON, 1)
-    inside = (p > EPSILON) & (p < 1)
-    return _g(g, p) * np.where(inside, -yc / np.clip(p, EPSILON, 1), 0)
-
-
-_loss("kl_divergence")((_kld, _kld_grad))
-
-LOSS_PRIMITIVES = ("mean_squared_error", "mean_absolute_error", "huber", "binary_crossentropy",
-                   "categorical_crossentropy", "sparse_categorical_crossentropy", "kl_divergence")
-
-
-# ---------------------------------------------------------------- metrics (per sample, no gradient)
-
-@primitive("sparse_accuracy", _sparse_infer)
-def sparse_accuracy(labels, p):
-    return (np.argmax(p, axis=-1) == labels).astype(p.dtype)
-
-
-@primitive("categorical_accuracy", _per_sample)
-def categorical_accuracy(y, p):
-    return (np.argmax(p, axis=-1) == np.argmax(y, axis=-1)).astype(p.dtype)
-
-
-@primitive("binary_accuracy", _per_sample)
-def binary_accuracy(y, p, threshold=0.5):
-    return ((p > threshold).astype(p.dtype) == y).astype(p.dtype).mean(axis=_batch_rows(p))
+for _loss in LOSSES.values():
+    _register_row(_loss.name, _loss.rule_for, _loss.params,
+                  _categorical_infer if _loss.kind in ("categorical", "sparse") else _row_infer, grad=True)
+for _metric in METRICS.values():
+    for _rule in ((_metric.rule,) if _metric.rule else ()) + (_metric.ratio or ()):
+        _register_row(_rule.name, lambda attrs, rule=_rule: rule, _metric.params)
 
 
 # ---------------------------------------------------------------- optimizers
 # Update ops write the parameter and its state in place and return nothing.
-# Inputs: param, grad, *state, step (i64 scalar: updates done so far).
+# Inputs: param, grad, *state, step (i64 scalar: updates done so far), and for norm
+# clipping the sum of squares of the gradient(s) the norm is taken over.
 
 def _update_infer(types, attrs):
     (pd, ps), (gd, gs) = types[0], types[1]
@@ -561,110 +424,30 @@ def _update_infer(types, attrs):
     return []
 
 
-def _constant(step, lr):
-    return lr
+def _register_update(rule: formulas.UpdateRule, params) -> None:
+    defaults = _defaults(params)
+
+    def impl(w, g, *rest, **options):
+        options = {**defaults, **options}
+        states, step = rest[:len(rule.state)], rest[len(rule.state)]
+        arrays = {"w": w, "g": g, **dict(zip(rule.state, states))}
+        if len(rest) > len(rule.state) + 1:
+            arrays["sumsq"] = rest[-1]
+        formulas.apply_update(rule, arrays, int(step), options)
+        return ()
+
+    PRIMITIVES[rule.name] = Primitive(rule.name, _update_infer, impl, doc=f"update rule {rule.name}",
+                                      kind="update", formula=lambda attrs: rule)
 
 
-def _exponential_decay(step, lr, rate, steps, staircase):
-    p = step / steps
-    return lr * rate ** (math.floor(p) if staircase else p)
+for _optimizer in OPTIMIZERS.values():
+    _register_update(_optimizer.rule, _optimizer.params)
 
 
-def _inverse_time_decay(step, lr, rate, steps, staircase):
-    p = step / steps
-    return lr / (1 + rate * (math.floor(p) if staircase else p))
-
-
-def _cosine_decay(step, lr, steps, alpha):
-    p = min(step, steps) / steps
-    return lr * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * p)) + alpha)
-
-
-# Plain scalar Python with `math`: the numpy target calls these directly and
-# the cpu target njit-compiles the same functions; the cuda target calls them
-# on the host per step and passes the rate to its update kernel (a device
-# function would need a GPU to compile to PTX). Arguments after (step, lr)
-# are catalog.SCHEDULES' options.
-SCHEDULE_FUNCTIONS = {
-    "constant": _constant,
-    "exponential_decay": _exponential_decay,
-    "inverse_time_decay": _inverse_time_decay,
-    "cosine_decay": _cosine_decay,
-}
-
-
-def learning_rate(step, lr, schedule=("constant",)):
-    """The learning rate after `step` updates; `schedule` is (kind, *options)."""
-    return SCHEDULE_FUNCTIONS[schedule[0]](step, lr, *schedule[1:])
-
-
-@primitive("sgd_update", _update_infer)
-def sgd_update(w, g, velocity, step, lr, momentum=0.0, nesterov=False, schedule=("constant",)):
-    """Keras SGD: v = m*v - lr*g; w += v (nesterov: w += m*v - lr*g)."""
-    t = w.dtype.type
-    lr = t(learning_rate(int(step), lr, schedule))
-    if momentum:
-        velocity *= t(momentum)
-        velocity -= lr * g
-        if nesterov:
-            w += t(momentum) * velocity - lr * g
-        else:
-            w += velocity
-    else:
-        w -= lr * g
-    return ()
-
-
-def _adam_core(w, g, m, v, step, lr, beta_1, beta_2, epsilon):
-    t = w.dtype.type
-    k = int(step) + 1
-    alpha = t(lr * np.sqrt(1 - beta_2 ** k) / (1 - beta_1 ** k))
-    m += (g - m) * t(1 - beta_1)
-    v += (g * g - v) * t(1 - beta_2)
-    w -= alpha * m / (np.sqrt(v) + t(epsilon))
-
-
-@primitive("adam_update", _update_infer)
-def adam_update(w, g, m, v, step, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, schedule=("constant",)):
-    """Keras Adam (bias correction folded into the step size, epsilon outside the root)."""
-    _adam_core(w, g, m, v, step, learning_rate(int(step), lr, schedule), beta_1, beta_2, epsilon)
-    return ()
-
-
-@primitive("adamw_update", _update_infer)
-def adamw_update(w, g, m, v, step, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 weight_decay=0.004, schedule=("constant",)):
-    """Keras AdamW: decoupled decay w -= lr*wd*w first, then the Adam step."""
-    rate = learning_rate(int(step), lr, schedule)
-    w -= w * w.dtype.type(rate * weight_decay)
-    _adam_core(w, g, m, v, step, rate, beta_1, beta_2, epsilon)
-    return ()
-
-
-@primitive("rmsprop_update", _update_infer)
-def rmsprop_update(w, g, velocity, momentum_buf, step, lr=0.001, rho=0.9, momentum=0.0,
-                   epsilon=1e-7, schedule=("constant",)):
-    """Keras RMSprop: v = rho*v + (1-rho)*g^2; step lr*g/sqrt(v + eps), with optional momentum."""
-    t = w.dtype.type
-    rate = t(learning_rate(int(step), lr, schedule))
-    velocity *= t(rho)
-    velocity += t(1 - rho) * g * g
-    increment = rate * g / np.sqrt(velocity + t(epsilon))
-    if momentum:
-        momentum_buf *= t(momentum)
-        momentum_buf += increment
-        w -= momentum_buf
-    else:
-        w -= increment
-    return ()
-
-
-UPDATE_STATE = {  # optimizer primitive -> names of its state buffers (one per parameter each)
-    "sgd_update": ("velocity",),
-    "adam_update": ("m", "v"),
-    "adamw_update": ("m", "v"),
-    "rmsprop_update": ("velocity", "momentum"),
-}
+@primitive("sum_squares", lambda types, attrs: [(F32, ())])
+def sum_squares(x):
+    """The sum of the squares of every element: the squared norm that gradient clipping takes."""
+    return np.asarray((x * x).sum(), dtype=x.dtype)
 
 
 @primitive("constant", lambda types, attrs: [(F32, ())])

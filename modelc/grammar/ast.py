@@ -154,7 +154,7 @@ class Spec:
     network: list[Chain]
     loss: Call | None
     optimizer: Call | None
-    metrics: list[Ident]
+    metrics: list[Call]
     train: list[Setting]
     expect: list[Expectation]
     source: Source

@@ -242,8 +242,8 @@ class _Build(Transformer):
     def optimizer_stmt(self, meta, children):
         return "optimizer", children[0], self._keyword_pos(meta, "optimizer")
 
-    def metrics_stmt(self, meta, names):
-        return "metrics", [_ident(n) for n in names], self._keyword_pos(meta, "metrics")
+    def metrics_stmt(self, meta, calls):
+        return "metrics", list(calls), self._keyword_pos(meta, "metrics")
 
     def train_stmt(self, meta, settings):
         return "train", settings, self._keyword_pos(meta, "train")

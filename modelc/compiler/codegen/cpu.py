@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from modelc.compiler import elementwise
+from modelc.compiler import expr
 from modelc.compiler.codegen import Backend
 from modelc.compiler.codegen.cpu_lower import LOWERINGS, Names
 from modelc.compiler.ir import BATCH, Graph, Op, Value
 from modelc.compiler.passes import plan_buffers
-from modelc.compiler.primitives import SCHEDULE_FUNCTIONS
+from modelc.compiler.codegen.cpu_formulas import kernel_names, kernels_source
+from modelc.compiler.formulas import SCHEDULE_FUNCTIONS
 from modelc.errors import ModelcError
 from modelc.files import atomic_write, cache_root
 
@@ -50,7 +51,8 @@ import numpy as np
 from numba import float32 as f32
 from numba import njit
 
-from modelc.compiler.primitives import SCHEDULE_FUNCTIONS as _SCHEDULES
+from modelc.compiler.formulas import SCHEDULE_FUNCTIONS as _SCHEDULES
+from modelc.compiler.primitives import PRIMITIVES as _PRIMITIVES
 from modelc.compiler.primitives import dropout_hash as _dropout_hash
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -135,7 +137,11 @@ def generate(program) -> tuple[str, dict]:
     """The module source, and for each graph the buffers its driver needs."""
     schedules = "\n".join(f"schedule_{k} = njit(**JIT)(_SCHEDULES[{k!r}])" for k in SCHEDULE_FUNCTIONS)
     parts = [HEADER.format(version=CODEGEN_VERSION, model=_safe(program.name), schedules=schedules),
-             "\n".join(["", "@njit(**JIT)"] + elementwise.SCALAR_HELPERS_SOURCE.strip().splitlines())]
+             expr.SCALAR_HELPERS_SOURCE.replace("\ndef ", "\n@njit(**JIT)\ndef ")]
+    graphs = [g for g in (program.train, program.evaluate, program.predict) if g is not None]
+    used = sorted({name for g in graphs for name in kernel_names(g)})
+    if used:
+        parts.append(kernels_source(used))
     layouts = {}
     for kind, graph in (("train", program.train), ("evaluate", program.evaluate), ("predict", program.predict)):
         if graph is None:
