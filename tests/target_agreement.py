@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from modelc.compiler.build import build_program
-from modelc.compiler.catalog import initialize
+from modelc.compiler.catalog import LOSSES, initialize
 from modelc.compiler.codegen import get_backend
 from modelc.grammar.parser import parse
 
@@ -20,9 +20,12 @@ def sample_data(program, n: int, seed: int = 1):
         y = np.eye(target.classes, dtype=np.float32)[rng.integers(0, target.classes, n)]
     else:
         y = rng.uniform(0.05, 0.95, (n,) + tuple(target.value.shape[1:])).astype(np.float32)
-        if program.loss_name == "binary_crossentropy":
-            y = (y > 0.5).astype(np.float32)
-        if program.loss_name == "kl_divergence":
+        kind = LOSSES[program.loss_name].kind
+        if kind in ("binary", "margin"):
+            y = (y > 0.5).astype(np.float32) * (2 if kind == "margin" else 1) - (kind == "margin")
+        elif kind == "count":
+            y = np.floor(y * 4).astype(np.float32)
+        elif kind == "distribution":
             y = y / y.sum(axis=-1, keepdims=True)
     return x, y
 
@@ -30,8 +33,7 @@ def sample_data(program, n: int, seed: int = 1):
 def initial_state(program, seed: int = 0):
     rng = np.random.default_rng(seed)
     params = {p.value.name: initialize(p.init, rng, p.value.shape, p.fan_in, p.fan_out) for p in program.params}
-    state = {s.name: np.zeros(s.shape, np.float32) for s in program.state}
-    return params, state
+    return params, program.initial_state()
 
 
 def run(target: str, program, x, y, steps: int, batch: int):

@@ -1,8 +1,8 @@
 """Every gradient rule against central finite differences, in float64.
 
 Each differentiable primitive needs an example below; a primitive added to the
-registry without one fails `test_every_vjp_has_an_example`. Activations are
-enumerated from the registry, so a new activation is checked with no edit here.
+registry without one fails `test_every_vjp_has_an_example`. Activations and the
+catalog's losses are enumerated, so a new one is checked with no edit here.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from modelc.compiler.codegen.numpy_target import run_graph
 from modelc.compiler.emitter import Emitter
 from modelc.compiler.ir import F32, I64, Graph, Op, Value
 from modelc.compiler.primitives import PRIMITIVES
+from tests.formula_cases import loss_cases
 
 B = 3
 
@@ -58,26 +59,9 @@ def examples():
         ("softmax", [(F32, (B, 5), _rand(rng, (B, 5)))], {"temperature": 0.6}, [0]),
         ("log_softmax", [(F32, (B, 5), _rand(rng, (B, 5)))], {"temperature": 1.7}, [0]),
         ("mean", [(F32, (B,), _rand(rng, (B,)))], {}, [0]),
-        ("mean_squared_error", [(F32, (B, 2), _rand(rng, (B, 2))), (F32, (B, 2), _rand(rng, (B, 2)))], {}, [1]),
-        ("mean_absolute_error", [(F32, (B, 2), _rand(rng, (B, 2))), (F32, (B, 2), _rand(rng, (B, 2)))], {}, [1]),
-        ("huber", [(F32, (B, 4), np.zeros((B, 4))), (F32, (B, 4), np.array([[0.3, -2.1, 1.4, -0.2]] * B))],
-         {"delta": 1.0}, [1]),
-        ("binary_crossentropy", [(F32, (B, 2), _binary_targets(rng, (B, 2))),
-                                 (F32, (B, 2), rng.uniform(0.1, 0.9, (B, 2)))], {}, [1]),
-        ("binary_crossentropy", [(F32, (B, 2), _binary_targets(rng, (B, 2))),
-                                 (F32, (B, 2), _rand(rng, (B, 2)))],
-         {"from_logits": True, "label_smoothing": 0.2}, [1]),
-        ("categorical_crossentropy", [(F32, (B, 4), _onehot(rng, (B, 4))), (F32, (B, 4), _probs(rng, (B, 4)))],
-         {"label_smoothing": 0.1}, [1]),
-        ("categorical_crossentropy", [(F32, (B, 4), _onehot(rng, (B, 4))), (F32, (B, 4), _rand(rng, (B, 4)))],
-         {"from_logits": True, "temperature": 0.6}, [1]),
-        ("sparse_categorical_crossentropy", [(I64, (B,), rng.integers(0, 4, B)),
-                                             (F32, (B, 4), _probs(rng, (B, 4)))], {}, [1]),
-        ("sparse_categorical_crossentropy", [(I64, (B,), rng.integers(0, 4, B)),
-                                             (F32, (B, 4), _rand(rng, (B, 4)))], {"from_logits": True}, [1]),
-        ("kl_divergence", [(F32, (B, 4), _probs(rng, (B, 4))), (F32, (B, 4), _probs(rng, (B, 4)))], {}, [1]),
     ]
-    return cases
+    # every loss of the catalog, each variant (from_logits, options), from the loss's kind
+    return cases + [(name, inputs, attrs, [1]) for name, inputs, attrs in loss_cases()]
 
 
 CASES = examples()

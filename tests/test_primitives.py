@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from modelc.compiler import elementwise
-from modelc.compiler.primitives import PRIMITIVES, dropout_hash, dropout_uniform, learning_rate
+from modelc.compiler.formulas import learning_rate
+from modelc.compiler.primitives import PRIMITIVES, dropout_hash, dropout_uniform
 
 
 def impl(name, *args, **attrs):
@@ -98,9 +99,9 @@ def test_losses_per_sample():
 
 def test_metrics():
     p = f([0.1, 0.9], [0.8, 0.2], [0.5, 0.5])
-    assert impl("sparse_accuracy", np.array([1, 1, 0]), p).tolist() == [1.0, 0.0, 1.0]   # ties: the first
-    assert impl("categorical_accuracy", f([0, 1], [0, 1], [1, 0]), p).tolist() == [1.0, 0.0, 1.0]
-    assert impl("binary_accuracy", f([1], [0], [1]), f([0.7], [0.6], [0.5])).tolist() == [1.0, 0.0, 0.0]
+    assert impl("categorical_hit", np.array([1, 1, 0]), p).tolist() == [1.0, 0.0, 1.0]   # ties: the first
+    assert impl("categorical_hit", f([0, 1], [0, 1], [1, 0]), p).tolist() == [1.0, 0.0, 1.0]
+    assert impl("binary_hits", f([1], [0], [1]), f([0.7], [0.6], [0.5])).tolist() == [1.0, 0.0, 0.0]
 
 
 def test_adam_first_step_by_hand():
