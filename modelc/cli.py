@@ -17,11 +17,6 @@ from modelc.errors import ModelcError
 
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# Defaults for `modelc verify` (see `_verify` for why these numbers).
-VERIFY_STEPS = 20
-VERIFY_RTOL = 1e-4
-VERIFY_ATOL = 1e-7
-
 _written: list[str] = []     # files this run has finished writing, for the Ctrl-C message
 
 
@@ -85,7 +80,7 @@ def _print_results(label: str, results: dict[str, float]) -> None:
 
 def cmd_check(args) -> int:
     from modelc.runtime import training
-    from modelc.runtime.model import count_params
+    from modelc.runtime.summary import count_params
     failed = 0
     for path in args.specs:
         try:
@@ -101,7 +96,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from modelc.runtime.model import summarize
+    from modelc.runtime.summary import summarize
     print(summarize(_program(args.spec)))
     return EXIT_OK
 
@@ -155,14 +150,15 @@ def cmd_train(args) -> int:
 
 def _evaluation_split(model, splits):
     """The data `eval` measures: the test split, else the spec's validation part, else the training data."""
-    import math
+    from modelc.runtime.model import split_last
     source = str(model.settings.data)
     if splits.test is not None:
         return splits.test.x, splits.test.y, f"the test split of {source}"
     x, y = splits.train.x, splits.train.y
-    if isinstance(model.settings.validate, float):
-        cut = int(math.floor(len(x) * (1.0 - model.settings.validate)))
-        return x[cut:], y[cut:], f"the validation part of {source} (last {model.settings.validate:g})"
+    fraction = model.settings.validate
+    if isinstance(fraction, float):
+        _, _, (x, y) = split_last(x, y, fraction, f"validate split({fraction:g})")
+        return x, y, f"the validation part of {source} (last {fraction:g})"
     return x, y, f"the training data of {source} (it has no test split)"
 
 
@@ -228,103 +224,14 @@ def cmd_predict(args) -> int:
     return EXIT_OK
 
 
-def _differences(a, b):
-    """(max |a - b|, that relative to the array's scale max |a|)."""
-    import numpy as np
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return float("inf"), float("inf"), 0.0
-    diff = float(np.max(np.abs(a - b))) if a.size else 0.0
-    scale = float(np.max(np.abs(a))) if a.size else 0.0
-    return diff, diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf")), scale
-
-
 def cmd_verify(args) -> int:
-    """Same initial weights, same first N batches (no shuffle), N steps on each target; compare.
-
-    Tolerance: an array passes when max|a - b| <= rtol * max|ref| + atol. float32
-    has a 6e-8 unit roundoff; targets sum matrix products in different orders
-    (BLAS blocking, threads, fused kernels), which changes a 784-term dot product
-    by ~1e-6 relative, and Adam's normalised step passes such differences on at
-    about their size each step. rtol 1e-4 leaves two orders of magnitude above
-    that after 20 steps, while any real error (a wrong gradient, a missed update:
-    one Adam step moves weights by lr = 1e-3 against weights of scale ~0.1) is 1e-2
-    relative or more. atol 1e-7 only lets arrays that are exactly zero on one side
-    (unused state) pass at roundoff level.
-    """
-    import numpy as np
-    from modelc.runtime.model import Model
+    from modelc.runtime.verify import verify
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if len(targets) < 2:
-        raise ModelcError("verify compares two or more targets, e.g. --targets numpy,cpu")
-    program = _program(args.spec)
-    if program.train is None:
-        raise ModelcError(f"'{program.name}' has no loss, so there is no training to verify")
-    from modelc.runtime import training
-    settings = training.settings(program.spec)
-    seed = settings.seed if args.seed is None else args.seed
-    batch = settings.batch if args.batch is None else args.batch
-    steps = args.steps
-    rtol = VERIFY_RTOL if args.tolerance is None else args.tolerance
-    atol = VERIFY_ATOL
-    base_dir = os.path.dirname(os.path.abspath(args.spec))
-
-    runs = []
-    x = y = order = None
-    for target in targets:
-        model = Model(_program(args.spec) if runs else program, target, seed=seed, data_dir=args.data,
-                      base_dir=base_dir)
-        if x is None:
-            splits = model.load_data(args.data, quiet=args.quiet)
-            x, y = model._bind(splits.train.x, splits.train.y, f"the training split of {model.settings.data}")
-            order = (np.arange(steps * batch) % len(x)).astype(np.int64)
-            seen = np.ascontiguousarray(x[order[:len(x)]]), np.ascontiguousarray(y[order[:len(x)]])
-        start = time.perf_counter()
-        sums = np.asarray(model.backend.train(model.backend.upload(x, y), order, batch, 0, steps, 0), np.float64)
-        seconds = time.perf_counter() - start
-        model.step = steps
-        params, state = model.backend.read_state()
-        evaluation = model._evaluate(seen[0], seen[1], batch)
-        samples = len(order)
-        runs.append({"target": target, "seconds": seconds,
-                     "train": {k: float(s) / samples for k, s in zip(program.result_names, sums)},
-                     "eval": evaluation, "params": params, "state": state})
-
-    print(f"verify {args.spec}: {steps} step(s) of batch {batch} ({len(order):,} samples, no shuffle), "
-          f"seed {seed}, targets {', '.join(targets)}")
-    print(f"tolerance: max|a - b| <= {rtol:g} * max|{targets[0]}| + {atol:g} per array "
-          f"(relative to the array's scale; float32)")
-    reference = runs[0]
-    failures = 0
-    for run in runs[1:]:
-        print(f"\n{run['target']} vs {reference['target']}  ({run['seconds']:.2f}s vs {reference['seconds']:.2f}s "
-              f"for {steps} steps)")
-        rows = [("loss (mean over steps)", reference["train"]["loss"], run["train"]["loss"], True),
-                ("loss after training", reference["eval"]["loss"], run["eval"]["loss"], True)]
-        rows += [(f"{k} (mean over steps)", reference["train"][k], run["train"][k], False)
-                 for k in program.result_names[1:]]
-        rows += [(name, reference["params"][name], run["params"][name], True)
-                 for name in (p.value.name for p in program.params)]
-        rows += [(s.name, reference["state"][s.name], run["state"][s.name], True) for s in program.state]
-        width = max(len(r[0]) for r in rows) + 2
-        print(f"  {'':<{width}}{'max abs diff':>14}{'max rel diff':>14}")
-        for name, a, b, checked in rows:
-            diff, rel, scale = _differences(a, b)
-            if not checked:
-                verdict = "(not checked: argmax ties may flip)"
-            elif diff <= rtol * scale + atol:
-                verdict = "ok"
-            else:
-                verdict = "FAIL"
-                failures += 1
-            print(f"  {name:<{width}}{diff:>14.3g}{rel:>14.3g}  {verdict}")
-    if failures:
-        print(f"\nverify: FAILED: {failures} value(s) differ beyond the tolerance")
-        return EXIT_FAILED
-    print(f"\nverify: ok: {', '.join(targets[1:])} match{'es' if len(targets) == 2 else ''} "
-          f"{targets[0]} within the tolerance")
-    return EXIT_OK
+    report = verify(_program(args.spec), targets, steps=args.steps, batch=args.batch, seed=args.seed,
+                    rtol=args.tolerance, data_dir=args.data, quiet=args.quiet,
+                    base_dir=os.path.dirname(os.path.abspath(args.spec)))
+    print(report.text())
+    return EXIT_OK if report.passed else EXIT_FAILED
 
 
 def cmd_compile(args) -> int:
@@ -360,6 +267,7 @@ def cmd_doctor(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from modelc import __version__
+    from modelc.runtime import verify
     parser = argparse.ArgumentParser(
         prog="modelc", description="Compile, train and check neural networks written as .model specs.",
         epilog="exit codes: 0 ok, 1 an expectation or verification failed, 2 a mistake in a spec, "
@@ -425,10 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--targets", default="numpy,cpu", help="comma-separated; the first is the reference "
                    "(default: numpy,cpu)")
-    p.add_argument("--steps", type=_positive, default=VERIFY_STEPS, help=f"default {VERIFY_STEPS}")
+    p.add_argument("--steps", type=_positive, default=verify.STEPS, help=f"default {verify.STEPS}")
     p.add_argument("--batch", type=_positive, help="default: the spec's")
     p.add_argument("--seed", type=_non_negative, help="default: the spec's")
-    p.add_argument("--tolerance", type=_fraction, help=f"relative tolerance (default {VERIFY_RTOL:g})")
+    p.add_argument("--tolerance", type=_fraction, default=verify.RTOL,
+                   help=f"relative tolerance (default {verify.RTOL:g})")
     data(p)
     p.add_argument("--quiet", "-q", action="store_true")
 

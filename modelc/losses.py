@@ -19,10 +19,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from modelc.arrays import as_numbers, check_labels, format_dims
 from modelc.compiler.catalog import LOSS_ALIASES, LOSSES, LossDef
 from modelc.compiler.primitives import PRIMITIVES
 from modelc.errors import ModelcError, did_you_mean
-from modelc.runtime.data.core import as_numbers, format_dims
 from modelc.schema import Param
 
 __all__ = ["get", "names"] + list(LOSSES) + list(LOSS_ALIASES)
@@ -71,7 +71,6 @@ def _compute(definition: LossDef, y_true: Any, y_pred: Any, options: dict[str, A
     opts = _options(definition, options)
     p = _array(y_pred, "y_pred", np.float32)
     if definition.kind == "sparse":
-        from modelc.runtime.data import check_labels
         labels = _array(y_true, "y_true", None) if np.ndim(y_true) else np.asarray(y_true).reshape(1)
         if p.ndim == 1:
             p = p[None]

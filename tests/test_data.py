@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelc.arrays import check_labels
 from modelc.errors import ModelcError, SpecError
 from modelc.grammar import ast
 from modelc.runtime import data
-from modelc.runtime.data import (DATA_SOURCES, Dataset, bind_source, check_labels, load, one_hot,
-                                 restricted_load, source_call)
+from modelc.runtime.data import (DATA_SOURCES, Dataset, bind_source, load, one_hot, restricted_load,
+                                 source_call)
 from modelc.runtime.data import hub as hub_mod
 from modelc.runtime.data import mnist as mnist_mod
 from modelc.runtime.data.idx import gzip_bytes, idx_bytes, read_idx

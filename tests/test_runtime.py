@@ -557,7 +557,7 @@ def test_weights_move_between_targets(tmp_path):
 def test_summary_of_a_graph_shows_what_each_layer_reads():
     from modelc.compiler.build import build_program
     from modelc.grammar.parser import parse_file
-    from modelc.runtime.model import summarize
+    from modelc.runtime.summary import summarize
     graph = summarize(build_program(parse_file(str(ROOT / "specs" / "functional.model"))))
     assert "Connected to" in graph and "x (InputLayer)" in graph
     joined = next(line for line in graph.splitlines() if line.strip().startswith("joined"))

@@ -1,6 +1,8 @@
-"""The layers a network may use: each declares its options once and builds IR.
+"""The layers a network may use: each declares its options once, builds IR, and carries
+the facts the builder and the summary read (its Keras class name, and which activation
+its output ends in, for the loss checks).
 
-A layer's `build(ctx, inputs, options)` emits primitives through `ctx.emit`,
+A layer's `build(ctx, inputs, options, layer)` emits primitives through `ctx.emit`,
 creates its parameters through `ctx.param`, and returns its output Value.
 Every activation is also a layer of its own name (`-> relu`, `-> softmax(temperature=0.6)`).
 """
@@ -21,11 +23,15 @@ ACTIVATION_ALIASES = dict(elementwise.ACTIVATION_ALIASES)
 
 @dataclass(frozen=True)
 class LayerDef:
+    """A layer: its options, how it builds IR, and what the builder and the summary know of it."""
     name: str
     params: tuple[Param, ...]
     build: Callable
+    type: str                      # its class in the summary, as Keras names it: "Dense"
     merge: bool = False            # takes a tuple of inputs (add, concat)
-    doc: str = ""
+    keeps_kind: bool = False       # only moves values: its output ends in the activation its input ends in
+    activation: str | None = None  # the option holding the activation its output ends in: (name, options)
+    bind: Callable | None = None   # reads its options from the call itself, instead of by `params`
 
 
 def _init_param(name, default):
@@ -41,11 +47,13 @@ def activation_options(call: ast.Call | ast.Ident) -> tuple[str, dict]:
     if name not in ACTIVATION_NAMES:
         raise unknown("activation", call.name.name, list(ACTIVATION_NAMES) + list(ACTIVATION_ALIASES),
                       call.name.pos)
+    return name, bind_call(call, _activation_params(name), what=name)
+
+
+def _activation_params(name: str) -> tuple[Param, ...]:
     if name in ("softmax", "log_softmax"):
-        params = (Param("temperature", "float", 1.0, low=0.0, low_open=True),)
-    else:
-        params = tuple(Param(k, "float", v) for k, v in elementwise.ACTIVATIONS[name].params.items())
-    return name, bind_call(call, params, what=name)
+        return (Param("temperature", "float", 1.0, low=0.0, low_open=True),)
+    return tuple(Param(k, "float", v) for k, v in elementwise.ACTIVATIONS[name].params.items())
 
 
 def apply_activation(ctx, x, name: str, options: dict, layer: str):
@@ -107,41 +115,6 @@ def _concat(ctx, inputs, opts, layer):
     return ctx.emit("concat", *inputs, name=layer, axis=axis % rank)
 
 
-def _activation_layer(name):
-    def build(ctx, inputs, opts, layer):
-        return apply_activation(ctx, inputs[0], name, opts, layer)
-    return build
-
-
-LAYERS: dict[str, LayerDef] = {d.name: d for d in [
-    LayerDef("dense", (Param("units", "int", low=1, doc="units"),
-                       Param("activation", "name", "linear"),     # resolved by activation_options
-                       _init_param("init", "glorot_uniform"),
-                       _init_param("bias_init", "zeros"),
-                       Param("use_bias", "bool", True)), _dense),
-    LayerDef("flatten", (), _flatten),
-    LayerDef("reshape", (Param("shape", "ints"),), _reshape),
-    LayerDef("dropout", (Param("rate", "float", low=0.0, high=1.0, doc="rate"),), _dropout),
-    LayerDef("add", (), _add, merge=True),
-    LayerDef("concat", (Param("axis", "int", -1),), _concat, merge=True),
-]}
-LAYER_ALIASES = {"linear_layer": "dense", "concatenate": "concat", "fully_connected": "dense"}
-
-
-def bind_layer(call: ast.Call) -> tuple[LayerDef | str, dict]:
-    """Resolve a layer call: a LayerDef with its options, or an activation name with its options."""
-    name = LAYER_ALIASES.get(call.name.name, call.name.name)
-    if name in LAYERS:
-        definition = LAYERS[name]
-        if name == "dense":
-            return definition, _bind_dense(call)
-        return definition, bind_call(call, definition.params, what=name)
-    if name in ACTIVATION_NAMES or name in ACTIVATION_ALIASES:
-        return activation_options(call)
-    raise unknown("layer", call.name.name,
-                  list(LAYERS) + list(ACTIVATION_NAMES) + list(LAYER_ALIASES), call.name.pos)
-
-
 def _bind_dense(call: ast.Call) -> dict:
     """dense's activation may be a plain name or a call such as softmax(temperature=0.6)."""
     activation = None
@@ -164,3 +137,47 @@ def _bind_dense(call: ast.Call) -> dict:
     opts = bind_call(ast.Call(call.name, plain_args, call.pos), params, what="dense")
     opts["act"] = activation
     return opts
+
+
+_ACTIVATION_TYPES = {"softmax": "Softmax", "log_softmax": "LogSoftmax"}     # the others: "Activation"
+
+
+def _activation_layer(name: str) -> LayerDef:
+    """`-> relu`, `-> softmax(temperature=0.6)`: an activation as a layer of its own."""
+    def build(ctx, inputs, opts, layer):
+        return apply_activation(ctx, inputs[0], *opts["act"], layer)
+
+    def bind(call):
+        return {"act": activation_options(call)}
+
+    return LayerDef(name, _activation_params(name), build, _ACTIVATION_TYPES.get(name, "Activation"),
+                    activation="act", bind=bind)
+
+
+LAYERS: dict[str, LayerDef] = {d.name: d for d in [
+    LayerDef("dense", (Param("units", "int", low=1, doc="units"),
+                       Param("activation", "name", "linear"),     # resolved by activation_options
+                       _init_param("init", "glorot_uniform"),
+                       _init_param("bias_init", "zeros"),
+                       Param("use_bias", "bool", True)), _dense, "Dense",
+             activation="act", bind=_bind_dense),
+    LayerDef("flatten", (), _flatten, "Flatten", keeps_kind=True),
+    LayerDef("reshape", (Param("shape", "ints"),), _reshape, "Reshape", keeps_kind=True),
+    LayerDef("dropout", (Param("rate", "float", low=0.0, high=1.0, doc="rate"),), _dropout, "Dropout",
+             keeps_kind=True),
+    LayerDef("add", (), _add, "Add", merge=True),
+    LayerDef("concat", (Param("axis", "int", -1),), _concat, "Concatenate", merge=True),
+] + [_activation_layer(name) for name in ACTIVATION_NAMES]}
+LAYER_ALIASES = {"linear_layer": "dense", "concatenate": "concat", "fully_connected": "dense"}
+
+
+def bind_layer(call: ast.Call) -> tuple[LayerDef, dict]:
+    """Resolve a layer call (an activation is a layer too) to its definition and its options."""
+    name = LAYER_ALIASES.get(call.name.name, call.name.name)
+    name = ACTIVATION_ALIASES.get(name, name)
+    if name not in LAYERS:
+        raise unknown("layer", call.name.name, list(LAYERS) + list(LAYER_ALIASES), call.name.pos)
+    definition = LAYERS[name]
+    if definition.bind is not None:
+        return definition, definition.bind(call)
+    return definition, bind_call(call, definition.params, what=name)

@@ -1,16 +1,11 @@
 """The compiled model a person holds: weights, optimizer state, and Keras's verbs.
 
 The runtime owns everything that must agree across targets: the initial
-weights (drawn on the host from the seed, in `program.params` order), the
-batch order of every epoch (drawn from a separate seeded generator), and the
-update count. A backend only runs the graphs, so `numpy`, `cpu` and `cuda`
-see the same numbers and the same batches, and the same seed gives the same
-weights bit for bit on the same machine.
-
-Data is checked when it is bound, against the shapes the spec declares, so a
-mistake Keras would report deep in a stack trace ("Shapes (32, 1) and
-(32, 10) are incompatible") is a `ModelcError` that says what is wrong and
-what to do.
+weights and the batch order of every epoch (both drawn on the host from the
+seed, see `seeding`), and the update count. A backend only runs the graphs,
+so `numpy`, `cpu` and `cuda` see the same numbers and the same batches.
+Every array a verb takes is checked against the spec's declarations first
+(`binding`), so a mistake is a `ModelcError` that says what to do.
 """
 from __future__ import annotations
 
@@ -23,41 +18,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-from modelc.compiler.ir import format_shape
-from modelc.errors import ModelcError, SpecError
+from modelc import __version__
+from modelc.arrays import first_bad, format_dims
+from modelc.errors import ModelcError, SpecError, did_you_mean
 from modelc.runtime import checkpoint, training
-from modelc.runtime.data.core import as_numbers, format_dims
+from modelc.runtime import data as data_sources
+from modelc.runtime.backend import make_backend
+from modelc.runtime.binding import bind, bind_x
 from modelc.runtime.progress import History, Progress
+from modelc.runtime.seeding import check_seed, initial_weights, shuffle_rng
+from modelc.runtime.summary import count_params, summarize
 
 # Wall time of work per backend call while a live bar is shown: short enough
 # for the bar to move, long enough that the per-call overhead does not show.
 CHUNK_SECONDS = 0.15
 MIN_CHUNKS_PER_EPOCH = 10
-
-LAYER_TYPES = {"dense": "Dense", "flatten": "Flatten", "reshape": "Reshape", "dropout": "Dropout",
-               "add": "Add", "concat": "Concatenate", "softmax": "Softmax", "log_softmax": "LogSoftmax"}
-
-
-def make_backend(target: str, program):
-    """The target's backend, with a clear error when it cannot run here."""
-    from modelc.compiler.codegen import TARGETS, get_backend
-    if target not in TARGETS:
-        raise ModelcError(f"unknown target '{target}'", hint="choose one of: " + ", ".join(TARGETS))
-    if target == "cuda" and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-        ok, reason = cuda_status()
-        if not ok:
-            raise ModelcError(f"the cuda target cannot run here: {reason}",
-                              hint="run 'modelc doctor' for details, or use --target cpu")
-    try:
-        return get_backend(target, program)
-    except ModuleNotFoundError as e:
-        raise ModelcError(f"the '{target}' target needs the Python package '{e.name}', which is not "
-                          "installed", hint=f"pip install {e.name}") from None
-
-
-def cuda_status() -> tuple[bool, str]:
-    from modelc.doctor import cuda_available
-    return cuda_available()
 
 
 def split_last(x, y, fraction: float, what: str):
@@ -69,34 +44,11 @@ def split_last(x, y, fraction: float, what: str):
     return x[:cut], y[:cut], (x[cut:], y[cut:])
 
 
-def initial_weights(program, seed: int) -> dict[str, np.ndarray]:
-    """Every parameter drawn from one generator seeded with `seed`, in `program.params` order."""
-    from modelc.compiler.catalog import initialize
-    rng = np.random.default_rng(seed)
-    return {p.value.name: initialize(p.init, rng, tuple(p.value.shape), p.fan_in, p.fan_out)
-            for p in program.params}
-
-
-def shuffle_rng(seed: int) -> np.random.Generator:
-    """The batch-order generator: seeded from `seed` but a stream of its own, apart from the weights'."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
-
-
-def _check_seed(seed: Any, what: str = "seed") -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ModelcError(f"{what} must be a whole number, 0 or more; got {seed!r}")
-    return int(seed)
-
-
-def _positive_int(value: Any, what: str) -> int:
+def positive_int(value: Any, what: str) -> int:
+    """`value` as an int, or a ModelcError unless it is a whole number, at least 1."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ModelcError(f"{what} must be a whole number, at least 1; got {value!r}")
     return int(value)
-
-
-def _first_bad(a: np.ndarray) -> str:
-    i = np.unravel_index(int(np.argmax(~np.isfinite(a))), a.shape)
-    return f"{a[i]!r} at index {i[0] if len(i) == 1 else tuple(int(k) for k in i)}"
 
 
 @dataclass
@@ -136,7 +88,7 @@ class Model:
 
     def reset(self, seed: int) -> None:
         """Fresh weights from `seed`, zero optimizer state, no updates done."""
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         self.step = 0
         self._shuffle = shuffle_rng(self.seed)
         params = initial_weights(self.program, self.seed)
@@ -161,7 +113,6 @@ class Model:
             raise ModelcError("set_weights takes a dict of arrays by parameter name (as get_weights gives)")
         unknown_names = [k for k in weights if k not in shapes]
         if unknown_names:
-            from modelc.errors import did_you_mean
             hint = did_you_mean(unknown_names[0], names)
             raise ModelcError(f"'{self.name}' has no parameter '{unknown_names[0]}'",
                               hint=hint or "its parameters: " + ", ".join(names))
@@ -179,13 +130,12 @@ class Model:
                                   f"given has shape {format_dims(array.shape)}")
             array = np.ascontiguousarray(array, np.float32)
             if not np.isfinite(array).all():
-                raise ModelcError(f"parameter '{name}' holds a non-finite value: {_first_bad(array)}")
+                raise ModelcError(f"parameter '{name}' holds a non-finite value: {first_bad(array)}")
             params[name] = array
         self.backend.load_state(params, state)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write parameters, optimizer state and the update count to an .npz checkpoint, atomically."""
-        from modelc import __version__
         params, state = self.backend.read_state()
         meta = {"spec_hash": self.program.spec_hash, "model": self.name, "step": int(self.step),
                 "target": self.target, "modelc_version": __version__,
@@ -226,100 +176,6 @@ class Model:
         self.step = step
         return time.perf_counter() - start
 
-    # ------------------------------------------------------------ data binding
-
-    def _declared(self, decl) -> str:
-        where = f"{self.program.spec.source.filename}:{decl.pos.line}" if decl.pos.line else ""
-        return f" ({where})" if where else ""
-
-    def _bind_x(self, x: Any, where: str) -> np.ndarray:
-        value = self.program.input
-        decl = self.program.spec.inputs[0]
-        x = as_numbers(x, f"{where}: the features")
-        expected = tuple(value.shape[1:])
-        if x.ndim == 0 or tuple(x.shape[1:]) != expected:
-            declared = f"'{value.name}: f32{format_shape(expected)}'"
-            message = (f"{where}: the input is declared {declared}{self._declared(decl)}, so the data "
-                       f"must have shape (samples, {', '.join(map(str, expected))}), but it has shape "
-                       f"{format_dims(x.shape)}")
-            size = int(np.prod(expected))
-            if tuple(x.shape) == expected:
-                hint = "this is one sample: add the batch axis, x[None]"
-            elif x.ndim >= 1 and int(np.prod(x.shape[1:])) == size:
-                hint = (f"reshape it: x.reshape(len(x), {', '.join(map(str, expected))}), or declare "
-                        f"the input as f32{format_shape(x.shape[1:])}")
-            else:
-                hint = f"declare the input as f32{format_shape(x.shape[1:])}, or fix the data"
-            raise ModelcError(message, hint=hint)
-        if len(x) == 0:
-            raise ModelcError(f"{where}: there are no samples (shape {format_dims(x.shape)})")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
-            raise ModelcError(f"{where}: the features hold a value that is not a finite number: "
-                              f"{_first_bad(x)}", hint="remove or fill the missing values first")
-        return x
-
-    def _bind_y(self, y: Any, samples: int, where: str) -> np.ndarray:
-        from modelc.runtime.data import check_labels
-        target = self.program.target
-        if target is None:
-            raise ModelcError(f"'{self.name}' has no loss, so it cannot be trained or evaluated",
-                              hint="add a target and a loss to the spec")
-        name = target.value.name
-        decl = self.program.spec.targets[0]
-        loss = self.program.loss_name
-        y = as_numbers(y, f"{where}: the labels")
-        if y.ndim == 0 or len(y) != samples:
-            raise ModelcError(f"{where}: there are {samples} samples of features but the labels have shape "
-                              f"{format_dims(y.shape)}", hint="give one label per sample")
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise ModelcError(f"{where}: the labels hold a value that is not a finite number: {_first_bad(y)}")
-        classes = target.classes
-        if target.format == "sparse":
-            if y.ndim == 2 and y.shape[1] == 1:
-                y = y[:, 0]
-            if y.ndim == 2:
-                raise ModelcError(
-                    f"{where}: the labels have shape {format_dims(y.shape)}, one-hot vectors, but the target "
-                    f"'{name}' is declared as integer class labels (int[] classes {classes})"
-                    f"{self._declared(decl)} and the loss is {loss}",
-                    hint=f"pass the class indices (y.argmax(axis=1)), or declare the target one-hot, "
-                    f"'target {name}: f32[{y.shape[1]}] onehot', and use categorical_crossentropy")
-            if y.ndim != 1:
-                raise ModelcError(f"{where}: class labels must be one number per sample, but they have "
-                                  f"shape {format_dims(y.shape)}")
-            check_labels(y, classes, where)
-            return np.ascontiguousarray(y, dtype=np.int64)
-        if target.format == "onehot":
-            flat = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
-            if flat.ndim == 1:
-                whole = y.dtype.kind in "biu" or bool(np.all(flat == np.round(flat)))
-                what = "integer class labels" if whole else "one number per sample"
-                raise ModelcError(
-                    f"{where}: the labels have shape {format_dims(y.shape)}, {what}, but the target '{name}' "
-                    f"is declared one-hot (f32[{classes}] onehot){self._declared(decl)} and the loss is {loss}",
-                    hint=(f"one-hot them (modelc.runtime.data.one_hot(y, {classes}), or onehot=true in the "
-                          f"data source), or declare 'target {name}: int[] classes {classes}' and use "
-                          "sparse_categorical_crossentropy"))
-            if tuple(y.shape[1:]) != (classes,):
-                raise ModelcError(f"{where}: the labels have shape {format_dims(y.shape)}, but the target '{name}' "
-                                  f"is declared f32[{classes}] onehot{self._declared(decl)}",
-                                  hint=f"give {classes} entries per sample, or change the declaration")
-            return np.ascontiguousarray(y, dtype=np.float32)
-        expected = tuple(target.value.shape[1:])
-        if y.ndim == 1 and expected == (1,):
-            y = y[:, None]
-        if tuple(y.shape[1:]) != expected:
-            raise ModelcError(f"{where}: the targets have shape {format_dims(y.shape)}, but '{name}' is declared "
-                              f"f32{format_shape(expected)}{self._declared(decl)}",
-                              hint=f"give targets of shape (samples, {', '.join(map(str, expected))}), "
-                              "or change the declaration")
-        return np.ascontiguousarray(y, dtype=np.float32)
-
-    def _bind(self, x, y, where: str) -> tuple[np.ndarray, np.ndarray]:
-        x = self._bind_x(x, where)
-        return x, self._bind_y(y, len(x), where)
-
     # ------------------------------------------------------------ running
 
     def _need_training(self) -> None:
@@ -335,12 +191,12 @@ class Model:
         then Keras's defaults (1 epoch, batch 32, shuffled). `seed` re-seeds the batch
         order only; the weights come from the seed the model was compiled with."""
         self._need_training()
-        epochs = _positive_int(self.settings.epochs if epochs is None else epochs, "epochs")
-        batch = _positive_int(self.settings.batch if batch_size is None else batch_size, "batch_size")
+        epochs = positive_int(self.settings.epochs if epochs is None else epochs, "epochs")
+        batch = positive_int(self.settings.batch if batch_size is None else batch_size, "batch_size")
         shuffle = self.settings.shuffle if shuffle is None else bool(shuffle)
         if seed is not None:
-            self._shuffle = shuffle_rng(_check_seed(seed))
-        x, y = self._bind(x, y, "training data")
+            self._shuffle = shuffle_rng(check_seed(seed))
+        x, y = bind(self.program, x, y, "training data")
         val = None
         if validation_data is not None and validation_split is not None:
             raise ModelcError("give validation_data or validation_split, not both")
@@ -352,7 +208,7 @@ class Model:
         elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ModelcError("validation_data must be a pair (x, y)")
-            val = self._bind(validation_data[0], validation_data[1], "validation data")
+            val = bind(self.program, validation_data[0], validation_data[1], "validation data")
         return self._fit(x, y, epochs, batch, val, shuffle, verbose, callbacks)
 
     def _fit(self, x, y, epochs, batch, val, shuffle, verbose, callbacks) -> History:
@@ -412,8 +268,8 @@ class Model:
         """The loss and each metric over the data: {"loss": ..., "accuracy": ...}."""
         if self.program.evaluate is None:
             raise ModelcError(f"'{self.name}' has no loss, so it cannot be evaluated")
-        batch = _positive_int(self.settings.batch if batch_size is None else batch_size, "batch_size")
-        x, y = self._bind(x, y, "evaluation data")
+        batch = positive_int(self.settings.batch if batch_size is None else batch_size, "batch_size")
+        x, y = bind(self.program, x, y, "evaluation data")
         return self._evaluate(x, y, batch)
 
     def _evaluate(self, x, y, batch) -> dict[str, float]:
@@ -422,15 +278,14 @@ class Model:
 
     def predict(self, x, batch_size: int | None = None) -> np.ndarray:
         """The network's output for each sample, float32 (samples, *output shape)."""
-        batch = _positive_int(self.settings.batch if batch_size is None else batch_size, "batch_size")
-        x = self._bind_x(x, "prediction input")
+        batch = positive_int(self.settings.batch if batch_size is None else batch_size, "batch_size")
+        x = bind_x(self.program, x, "prediction input")
         return self.backend.predict(self.backend.upload(x), batch)
 
     # ------------------------------------------------------------ the spec's train section
 
     def load_data(self, data_dir: str | None = None, quiet: bool = False):
         """The spec's data source, read or generated (a located error if the spec names none)."""
-        from modelc.runtime import data as data_sources
         if self.settings.data is None:
             spec = self.program.spec
             raise SpecError("the train section names no data source",
@@ -462,8 +317,8 @@ class Model:
             splits = self.load_data(data_dir, quiet=quiet_data)
         source = str(settings.data) if settings.data is not None else "the data"
         try:
-            x, y = self._bind(splits.train.x, splits.train.y, f"the training split of {source}")
-            test = (self._bind(splits.test.x, splits.test.y, f"the test split of {source}")
+            x, y = bind(self.program, splits.train.x, splits.train.y, f"the training split of {source}")
+            test = (bind(self.program, splits.test.x, splits.test.y, f"the test split of {source}")
                     if splits.test is not None else None)
         except ModelcError as err:
             raise self._spec_error(err, "data") from None
@@ -479,10 +334,10 @@ class Model:
                 x, y, val = split_last(x, y, settings.validate, f"validate split({settings.validate:g})")
             except ModelcError as err:
                 raise SpecError(err.message, settings.positions["validate"], self.program.spec.source) from None
-        epochs = _positive_int(settings.epochs if epochs is None else epochs, "epochs")
-        batch = _positive_int(settings.batch if batch_size is None else batch_size, "batch")
+        epochs = positive_int(settings.epochs if epochs is None else epochs, "epochs")
+        batch = positive_int(settings.batch if batch_size is None else batch_size, "batch")
         shuffle = settings.shuffle if shuffle is None else shuffle
-        self._shuffle = shuffle_rng(_check_seed(seed))
+        self._shuffle = shuffle_rng(check_seed(seed))
         history = self._fit(x, y, epochs, batch, val, shuffle, verbose, None)
         test_results = self._evaluate(test[0], test[1], batch) if test is not None else None
         return TrainResult(history, history.split("") or {}, history.split("val_") if val is not None else None,
@@ -501,57 +356,9 @@ class Model:
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
         """Print a Keras-like table: layer (type), output shape, parameter count, totals.
-        As in Keras it prints rather than returns; `summarize(program)` gives the text."""
+        As in Keras it prints rather than returns; `modelc.runtime.summary.summarize(program)`
+        gives the text."""
         print_fn(summarize(self.program))
 
     def __repr__(self) -> str:
         return f"<modelc.Model '{self.name}' target={self.target} params={self.count_params():,} step={self.step}>"
-
-
-def count_params(program) -> int:
-    return sum(int(np.prod(p.value.shape)) for p in program.params)
-
-
-def summarize(program) -> str:
-    """The Keras-like summary table of a program (no backend needed)."""
-    def shape_of(value) -> str:
-        return "(None, " + ", ".join(str(d) for d in value.shape[1:]) + ")"
-
-    # A chain reads like Keras's Sequential summary; a graph gets "Connected to", as a functional model.
-    previous = [program.input.name]
-    chain = True
-    for layer in program.layers:
-        chain = chain and layer.inputs == previous
-        previous = [layer.name]
-    rows = [] if chain else [(f"{program.input.name} (InputLayer)", shape_of(program.input), "0", "-")]
-    for layer in program.layers:
-        kind = LAYER_TYPES.get(layer.kind, "Activation")
-        count = sum(int(np.prod(p.shape)) for p in layer.params)
-        row = (f"{layer.name} ({kind})", shape_of(layer.output), f"{count:,}")
-        rows.append(row if chain else row + (", ".join(layer.inputs),))
-    heads = ("Layer (type)", "Output Shape", "Param #") + (() if chain else ("Connected to",))
-    widths = [max(low, len(h), *(len(r[i]) for r in rows)) + 3
-              for i, (h, low) in enumerate(zip(heads, (25, 22, 8, 16)))]
-    width = sum(widths)
-
-    def line(cells):
-        return " " + "".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-
-    total = count_params(program)
-    size = _bytes(total * 4)
-    out = [f'Model: "{program.name}"', "_" * width, line(heads), "=" * width]
-    for i, row in enumerate(rows):
-        out.append(line(row))
-        if i < len(rows) - 1:
-            out.append(" " + "-" * (width - 1))
-    out += ["=" * width, f"Total params: {total:,} ({size})", f"Trainable params: {total:,} ({size})",
-            "Non-trainable params: 0 (0.00 B)", "_" * width]
-    return "\n".join(out)
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} GB"

@@ -21,14 +21,14 @@ from modelc.errors import SpecError, unknown
 from modelc.grammar import ast
 from modelc.schema import Param, bind_call
 
-from .core import (Dataset, LoadContext, Splits, arg_pos, check_labels, one_hot, scaled)
+from .core import Dataset, LoadContext, Splits, arg_pos, one_hot, scaled
 from .files import load_csv, load_idx_folder, load_npz
 from .hub import restricted_load
 from .mnist import MNIST_FILES, cache_dir, read_mnist, load_mnist
 from .synthetic import load_binary, load_blobs, load_random, load_regression, test_size
 
 __all__ = ["Dataset", "Splits", "Source", "BoundSource", "DATA_SOURCES", "bind_source", "load",
-           "source_call", "one_hot", "check_labels", "read_mnist", "cache_dir", "MNIST_FILES",
+           "source_call", "one_hot", "read_mnist", "cache_dir", "MNIST_FILES",
            "restricted_load", "scaled"]
 
 

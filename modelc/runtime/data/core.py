@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from modelc.arrays import check_labels, first_bad
 from modelc.errors import ModelcError, SpecError
 from modelc.grammar import ast
 
@@ -124,48 +125,6 @@ def scaled(a: np.ndarray, scale: float) -> np.ndarray:
     return np.ascontiguousarray(np.multiply(a, scale, dtype=np.float64).astype(np.float32))
 
 
-def as_numbers(value: Any, what: str) -> np.ndarray:
-    """`value` as a NumPy array of numbers, or a ModelcError that names `what`:
-    the first check of every entry point that takes user arrays."""
-    try:
-        array = np.asarray(value)
-    except (ValueError, TypeError) as e:
-        raise ModelcError(f"{what}: not a rectangular array of numbers ({e})") from None
-    if array.dtype.kind not in "biuf":
-        raise ModelcError(f"{what}: must hold numbers, not {array.dtype}")
-    return array
-
-
-def format_dims(shape) -> str:
-    """A shape as Python prints a tuple: (3,) or (32, 10)."""
-    shape = tuple(shape)
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def check_labels(y: np.ndarray, classes: int, where: str) -> None:
-    """Raise if a class label lies outside [0, classes), naming the first offender and its index."""
-    y = np.asarray(y)
-    if y.dtype.kind == "f":
-        bad = ~np.isfinite(y) | (y != np.round(y))
-        if bad.any():
-            i = np.unravel_index(int(np.argmax(bad)), y.shape)
-            raise ModelcError(f"{where}: label {y[i].item()!r} at index {_index(i)} is not a whole number",
-                              "class labels must be integers 0..classes-1")
-    elif y.dtype.kind not in "iub":
-        raise ModelcError(f"{where}: labels must be whole numbers, not {y.dtype}")
-    bad = (y < 0) | (y >= classes)
-    if bad.any():
-        i = np.unravel_index(int(np.argmax(bad)), y.shape)
-        value = y[i].item()
-        raise ModelcError(
-            f"{where}: label {value:g} at index {_index(i)} is out of range [0, {classes})",
-            f"labels must be 0..{classes - 1}" + ("; are they numbered from 1?" if value == classes else ""))
-
-
-def _index(i: tuple) -> str:
-    return str(i[0]) if len(i) == 1 else str(tuple(int(k) for k in i))
-
-
 def one_hot(labels: np.ndarray, classes: int, where: str = "labels") -> np.ndarray:
     """Class indices (n,) -> float32 (n, classes), after checking they fit."""
     labels = np.asarray(labels)
@@ -213,8 +172,5 @@ def infer_classes(*ys: Any) -> int:
 
 def check_finite(x: np.ndarray, where: str) -> None:
     """NaN or inf in features would silently poison training: refuse them up front."""
-    if x.dtype.kind == "f":
-        bad = ~np.isfinite(x)
-        if bad.any():
-            i = np.unravel_index(int(np.argmax(bad)), x.shape)
-            raise ModelcError(f"{where}: value {x[i].item()!r} at index {_index(i)} is not a finite number")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise ModelcError(f"{where}: value {first_bad(x)} is not a finite number")

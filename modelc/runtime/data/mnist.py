@@ -25,10 +25,11 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
+from modelc.arrays import check_labels
 from modelc.errors import ModelcError
 from modelc.files import atomic_write, cache_root
 from . import hub
-from .core import Dataset, LoadContext, Splits, check_labels, one_hot, scaled
+from .core import Dataset, LoadContext, Splits, one_hot, scaled
 from .idx import GZIP_MAGIC, decompress, gzip_bytes, parse_idx, read_bytes
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",

@@ -1,0 +1,34 @@
+"""What a seed decides: the initial weights and the batch order, drawn on the host.
+
+Both are drawn here rather than by a backend, so `numpy`, `cpu` and `cuda`
+start from the same weights and see the same batches, and the same seed gives
+the same weights bit for bit on the same machine. The two come from separate
+streams, so re-seeding the batch order leaves the weights alone.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from modelc.compiler.catalog import initialize
+from modelc.errors import ModelcError
+
+
+def check_seed(seed: Any) -> int:
+    """`seed` as an int, or a ModelcError unless it is a whole number, 0 or more."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ModelcError(f"seed must be a whole number, 0 or more; got {seed!r}")
+    return int(seed)
+
+
+def initial_weights(program, seed: int) -> dict[str, np.ndarray]:
+    """Every parameter drawn from one generator seeded with `seed`, in `program.params` order."""
+    rng = np.random.default_rng(seed)
+    return {p.value.name: initialize(p.init, rng, tuple(p.value.shape), p.fan_in, p.fan_out)
+            for p in program.params}
+
+
+def shuffle_rng(seed: int) -> np.random.Generator:
+    """The batch-order generator: seeded from `seed` but a stream of its own, apart from the weights'."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))

@@ -1,0 +1,60 @@
+"""The Keras-like summary of a program: each layer (its type), output shape, parameter count.
+
+It needs no backend, so `modelc summary` shows a spec without compiling it for a target.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from modelc.compiler.layers import LAYERS
+
+
+def count_params(program) -> int:
+    """Every parameter of the program, counted (all of them are trainable)."""
+    return sum(int(np.prod(p.value.shape)) for p in program.params)
+
+
+def summarize(program) -> str:
+    """The Keras-like summary table of a program (no backend needed)."""
+    def shape_of(value) -> str:
+        return "(None, " + ", ".join(str(d) for d in value.shape[1:]) + ")"
+
+    # A chain reads like Keras's Sequential summary; a graph gets "Connected to", as a functional model.
+    previous = [program.input.name]
+    chain = True
+    for layer in program.layers:
+        chain = chain and layer.inputs == previous
+        previous = [layer.name]
+    rows = [] if chain else [(f"{program.input.name} (InputLayer)", shape_of(program.input), "0", "-")]
+    for layer in program.layers:
+        kind = LAYERS[layer.kind].type
+        count = sum(int(np.prod(p.shape)) for p in layer.params)
+        row = (f"{layer.name} ({kind})", shape_of(layer.output), f"{count:,}")
+        rows.append(row if chain else row + (", ".join(layer.inputs),))
+    heads = ("Layer (type)", "Output Shape", "Param #") + (() if chain else ("Connected to",))
+    widths = [max(low, len(h), *(len(r[i]) for r in rows)) + 3
+              for i, (h, low) in enumerate(zip(heads, (25, 22, 8, 16)))]
+    width = sum(widths)
+
+    def line(cells):
+        return " " + "".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    total = count_params(program)
+    size = _bytes(total * 4)
+    out = [f'Model: "{program.name}"', "_" * width, line(heads), "=" * width]
+    for i, row in enumerate(rows):
+        out.append(line(row))
+        if i < len(rows) - 1:
+            out.append(" " + "-" * (width - 1))
+    out += ["=" * width, f"Total params: {total:,} ({size})", f"Trainable params: {total:,} ({size})",
+            "Non-trainable params: 0 (0.00 B)", "_" * width]
+    return "\n".join(out)
+
+
+def _bytes(n: float) -> str:
+    """A size as Keras prints it: 128.00 B, 215.04 KB."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} GB"

@@ -1,0 +1,185 @@
+"""Do the targets train alike? The same short run on each, compared array by array.
+
+Every target starts from the same initial weights (one seed) and trains on
+the same first `steps` batches of the spec's training data, in order (no
+shuffle). Then its losses, metrics, parameters and optimizer state are
+compared with those of the first target, the reference.
+
+Tolerance: an array passes when max|a - b| <= rtol * max|ref| + atol. float32
+has a 6e-8 unit roundoff; targets sum matrix products in different orders
+(BLAS blocking, threads, fused kernels), which changes a 784-term dot product
+by ~1e-6 relative, and Adam's normalised step passes such differences on at
+about their size each step. rtol 1e-4 leaves two orders of magnitude above
+that after 20 steps, while any real error (a wrong gradient, a missed update:
+one Adam step moves weights by lr = 1e-3 against weights of scale ~0.1) is 1e-2
+relative or more. atol 1e-7 only lets arrays that are exactly zero on one side
+(unused state) pass at roundoff level.
+
+Importing this module is cheap, so the command line can show its defaults;
+NumPy and the model runtime load when `verify` runs.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from modelc.errors import ModelcError
+from modelc.runtime import training
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    from modelc.runtime.model import Model
+
+STEPS = 20
+RTOL = 1e-4
+ATOL = 1e-7
+
+_VERDICTS = {"ok": "ok", "FAIL": "FAIL", "unchecked": "(not checked: argmax ties may flip)"}
+
+
+@dataclass
+class Row:
+    """One compared value: the loss, a metric, a parameter or an optimizer state array."""
+    name: str
+    max_abs: float          # max |a - b|
+    max_rel: float          # that relative to the reference's scale, max |ref|
+    status: str             # "ok", "FAIL", or "unchecked" (metrics: argmax ties may flip)
+
+
+@dataclass
+class Comparison:
+    """One target against the reference, with the seconds each took for the steps."""
+    target: str
+    reference: str
+    seconds: float
+    reference_seconds: float
+    rows: list[Row]
+
+    @property
+    def failures(self) -> int:
+        return sum(row.status == "FAIL" for row in self.rows)
+
+
+@dataclass
+class VerifyReport:
+    """What `verify` ran and found; `text()` is what `modelc verify` prints."""
+    spec: str
+    targets: list[str]
+    steps: int
+    batch: int
+    seed: int
+    samples: int            # steps * batch: the samples trained on, repeats included
+    rtol: float
+    atol: float
+    comparisons: list[Comparison]
+
+    @property
+    def failures(self) -> int:
+        return sum(c.failures for c in self.comparisons)
+
+    @property
+    def passed(self) -> bool:
+        return self.failures == 0
+
+    def text(self) -> str:
+        out = [f"verify {self.spec}: {self.steps} step(s) of batch {self.batch} ({self.samples:,} samples, "
+               f"no shuffle), seed {self.seed}, targets {', '.join(self.targets)}",
+               f"tolerance: max|a - b| <= {self.rtol:g} * max|{self.targets[0]}| + {self.atol:g} per array "
+               f"(relative to the array's scale; float32)"]
+        for c in self.comparisons:
+            out += ["", f"{c.target} vs {c.reference}  ({c.seconds:.2f}s vs {c.reference_seconds:.2f}s "
+                        f"for {self.steps} steps)"]
+            width = max(len(row.name) for row in c.rows) + 2
+            out.append(f"  {'':<{width}}{'max abs diff':>14}{'max rel diff':>14}")
+            out += [f"  {row.name:<{width}}{row.max_abs:>14.3g}{row.max_rel:>14.3g}  {_VERDICTS[row.status]}"
+                    for row in c.rows]
+        if not self.passed:
+            out += ["", f"verify: FAILED: {self.failures} value(s) differ beyond the tolerance"]
+        else:
+            others = self.targets[1:]
+            out += ["", f"verify: ok: {', '.join(others)} match{'es' if len(others) == 1 else ''} "
+                        f"{self.targets[0]} within the tolerance"]
+        return "\n".join(out)
+
+
+@dataclass
+class _Run:
+    """What one target's run gave: its time, results and final arrays."""
+    target: str
+    seconds: float
+    train: dict[str, float]         # the means over the steps
+    evaluation: dict[str, float]    # after the steps, over the samples they saw
+    params: dict[str, np.ndarray]
+    state: dict[str, np.ndarray]
+
+
+def verify(program, targets: Sequence[str], *, steps: int = STEPS, batch: int | None = None,
+           seed: int | None = None, rtol: float = RTOL, atol: float = ATOL, data_dir: str | None = None,
+           base_dir: str | None = None, quiet: bool = False, splits=None) -> VerifyReport:
+    """Train `steps` batches of `batch` (default: the spec's) on each target from the weights of
+    `seed` (default: the spec's) and compare each with the first. The data is the spec's
+    training split, read from `data_dir`/`base_dir` as `Model.load_data` does, or `splits`."""
+    import numpy as np
+    from modelc.runtime.binding import bind
+    from modelc.runtime.model import Model, positive_int
+    targets = list(targets)
+    if len(targets) < 2:
+        raise ModelcError("verify compares two or more targets, e.g. --targets numpy,cpu")
+    if program.train is None:
+        raise ModelcError(f"'{program.name}' has no loss, so there is no training to verify")
+    settings = training.settings(program.spec)
+    steps = positive_int(steps, "steps")
+    batch = positive_int(settings.batch if batch is None else batch, "batch")
+    models = [Model(program, target, seed=settings.seed if seed is None else seed, data_dir=data_dir,
+                    base_dir=base_dir) for target in targets]
+    if splits is None:
+        splits = models[0].load_data(quiet=quiet)
+    source = str(settings.data) if settings.data is not None else "the data"
+    x, y = bind(program, splits.train.x, splits.train.y, f"the training split of {source}")
+    order = np.arange(steps * batch) % len(x)     # the first batches in order, wrapping round if need be
+    seen = order[:len(x)]                          # the samples trained on, each once
+    train, evaluation = (x[order], y[order]), (x[seen], y[seen])
+    runs = [_train(model, train, evaluation, batch) for model in models]
+    comparisons = [Comparison(run.target, runs[0].target, run.seconds, runs[0].seconds,
+                              _rows(program, runs[0], run, rtol, atol)) for run in runs[1:]]
+    return VerifyReport(program.spec.source.filename, targets, steps, batch, models[0].seed, len(order),
+                        rtol, atol, comparisons)
+
+
+def _train(model: Model, train: tuple, evaluation: tuple, batch: int) -> _Run:
+    """One epoch over `train` in order (its batches are the steps), then evaluate on `evaluation`."""
+    start = time.perf_counter()
+    history = model.fit(*train, epochs=1, batch_size=batch, shuffle=False, verbose=0)
+    seconds = time.perf_counter() - start
+    params, state = model.backend.read_state()
+    return _Run(model.target, seconds, history.split(""), model.evaluate(*evaluation, batch_size=batch),
+                params, state)
+
+
+def _rows(program, reference: _Run, run: _Run, rtol: float, atol: float) -> list[Row]:
+    compared = [("loss (mean over steps)", reference.train["loss"], run.train["loss"], True),
+                ("loss after training", reference.evaluation["loss"], run.evaluation["loss"], True)]
+    compared += [(f"{k} (mean over steps)", reference.train[k], run.train[k], False)
+                 for k in program.result_names[1:]]
+    compared += [(p.value.name, reference.params[p.value.name], run.params[p.value.name], True)
+                 for p in program.params]
+    compared += [(s.name, reference.state[s.name], run.state[s.name], True) for s in program.state]
+    rows = []
+    for name, a, b, checked in compared:
+        diff, rel, scale = _differences(a, b)
+        status = "unchecked" if not checked else "ok" if diff <= rtol * scale + atol else "FAIL"
+        rows.append(Row(name, diff, rel, status))
+    return rows
+
+
+def _differences(a, b) -> tuple[float, float, float]:
+    """(max |a - b|, that relative to the array's scale max |a|, that scale)."""
+    import numpy as np
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return float("inf"), float("inf"), 0.0
+    diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+    scale = float(np.max(np.abs(a))) if a.size else 0.0
+    return diff, diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf")), scale
