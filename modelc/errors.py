@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 from typing import Iterable
 
-from modelc.grammar.ast import Pos, Source
+from modelc.source import Pos, Source
 
 
 class ModelcError(Exception):

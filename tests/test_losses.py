@@ -1,6 +1,6 @@
 """modelc.losses against Keras's reference values and independent float64 formulas.
 
-Expected values are either the literal numbers of DESIGN.md's table (Keras's
+Expected values are either the literal numbers of the Keras tutorials' table (Keras's
 documented outputs) or computed here with plain NumPy from the formula stated
 beside each test, never by calling the function under test.
 """
@@ -22,7 +22,7 @@ def rel(a: float, b: float) -> float:
     return abs(a - b) / abs(b)
 
 
-# ---------------------------------------------------------------- DESIGN.md's table
+# ---------------------------------------------------------------- the Keras tutorials' table
 
 TABLE = [
     ("categorical_crossentropy", [[0, 1, 0], [0, 0, 1]], [[0.05, 0.9, 0.05], [0.3, 0.2, 0.5]], 0.39925388),
@@ -88,7 +88,7 @@ def test_categorical_label_smoothing():
 
 def test_binary_label_smoothing():
     # y' = y (1 - s) + s / 2;  per element -(y' log(q + eps) + (1 - y') log(1 - q + eps)),
-    # q = clip(p, eps, 1 - eps) (tf.keras's formula, which gives DESIGN.md's 0.10536041)
+    # q = clip(p, eps, 1 - eps) (tf.keras's formula, which gives the table's 0.10536041)
     y = np.array([[0, 1], [1, 0]], np.float64)
     p = np.array([[0.2, 0.7], [0.6, 0.1]], np.float64)
     s = 0.2

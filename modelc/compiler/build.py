@@ -13,7 +13,8 @@ from modelc.compiler import passes
 from modelc.compiler.catalog import (LOSS_ALIASES, LOSSES, METRIC_ALIASES, METRICS, OPTIMIZERS,
                                      OPTION_ALIASES, SCHEDULES, schedule_tuple)
 from modelc.compiler.emitter import Emitter
-from modelc.compiler.ir import BATCH, F32, I64, Graph, Value, format_graph, verify
+from modelc.compiler.ir import BATCH, F32, I64, Graph, Value, format_graph
+from modelc.compiler.verify import verify
 from modelc.compiler.layers import bind_layer
 from modelc.compiler.program import LayerInfo, ParamInfo, Program, TargetInfo
 from modelc.errors import SpecError, did_you_mean, unknown
@@ -353,8 +354,8 @@ def _build(spec: ast.Spec) -> Program:
             if target_ident.name in net.env:
                 raise SpecError(f"the loss takes the target first: {definition.name}({target.value.name}, "
                                 f"{target_ident.name})", target_ident.pos)
-            raise SpecError(f"'{target_ident.name}' is not a declared target"
-                            + (f"; did you mean '{target.value.name}'?" if True else ""), target_ident.pos)
+            raise SpecError(f"'{target_ident.name}' is not a declared target; did you mean "
+                            f"'{target.value.name}'?", target_ident.pos)
         output = net.lookup(output_ident)
     else:
         definition = options = None

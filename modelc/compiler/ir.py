@@ -12,7 +12,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from modelc.grammar.ast import Pos
+from modelc.source import Pos
 
 BATCH = "B"          # the symbolic batch dimension
 F32 = "f32"
@@ -133,34 +133,3 @@ def format_graph(graph: Graph, locations: bool = True) -> str:
     lines.append(f"  return {outs}")
     lines.append("}")
     return "\n".join(lines)
-
-
-class VerifyError(AssertionError):
-    """A malformed graph: always a compiler bug, never a user mistake."""
-
-
-def verify(graph: Graph) -> None:
-    """Check SSA form, definition before use, and shapes against the primitives' rules."""
-    from modelc.compiler.primitives import PRIMITIVES
-
-    defined = {v.id for v in itertools.chain(graph.inputs, graph.params, graph.state)}
-    for op in graph.ops:
-        if op.prim not in PRIMITIVES:
-            raise VerifyError(f"unknown primitive {op.prim}")
-        for v in op.inputs:
-            if v.id not in defined:
-                raise VerifyError(f"{op.prim}: %{v.name} used before it is defined")
-        for v in op.writes:
-            if v.role not in ("param", "state"):
-                raise VerifyError(f"{op.prim}: writes %{v.name}, which is not a parameter or state")
-        expected = PRIMITIVES[op.prim].infer([(v.dtype, v.shape) for v in op.inputs], op.attrs)
-        got = [(v.dtype, tuple(v.shape)) for v in op.outputs]
-        if [(d, tuple(s)) for d, s in expected] != got:
-            raise VerifyError(f"{format_op(op)}: outputs should be {expected}")
-        for v in op.outputs:
-            if v.id in defined:
-                raise VerifyError(f"%{v.name} defined twice")
-            defined.add(v.id)
-    for key, v in graph.outputs.items():
-        if v.id not in defined:
-            raise VerifyError(f"output {key} = %{v.name} is never defined")

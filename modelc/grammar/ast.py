@@ -9,27 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-
-@dataclass(frozen=True)
-class Pos:
-    line: int
-    column: int
-    end_line: int | None = None
-    end_column: int | None = None
-
-
-NOWHERE = Pos(0, 0)
-
-
-@dataclass(frozen=True)
-class Source:
-    """The spec's text and its file name, kept for error messages."""
-    text: str
-    filename: str = "<spec>"
-
-    def line(self, number: int) -> str:
-        lines = self.text.splitlines()
-        return lines[number - 1] if 1 <= number <= len(lines) else ""
+from modelc.source import NOWHERE, Pos, Source
 
 
 @dataclass

@@ -83,7 +83,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             raise _Refused(f"global '{module}.{name}' is not allowed") from None
 
-    def persistent_load(self, pid):
+    def persistent_load(self, _pid):
         raise _Refused("persistent ids are not allowed")
 
 
