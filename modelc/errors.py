@@ -67,10 +67,26 @@ class SpecError(ModelcError):
         return "\n".join(parts)
 
 
+def _edits(a: str, b: str) -> int:
+    """Insertions, deletions, substitutions and swaps of neighbours that turn a into b."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    """A close known name for a misspelt one, as a hint, or None."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+    """A close known name for a misspelt one, as a hint, or None: among the names difflib
+    finds close, the fewest typing mistakes away (a swap of two letters is one)."""
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=5, cutoff=0.6)
+    if not close:
+        return None
+    best = min(close, key=lambda c: (_edits(word, c), -difflib.SequenceMatcher(None, word, c).ratio()))
+    return f"did you mean '{best}'?"
 
 
 def unknown(kind: str, word: str, choices: Iterable[str], pos: Pos | None = None) -> SpecError:
