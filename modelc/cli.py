@@ -86,7 +86,7 @@ def cmd_check(args) -> int:
         try:
             program = _program(path)
             settings = training.settings(program.spec)
-            training.check_expectations_static(program.spec, program.result_names, settings)
+            training.check_expectations_static(program.spec, program.shown_names, settings)
         except ModelcError as err:
             print(str(err), file=sys.stderr)
             failed += 1
@@ -240,7 +240,7 @@ def cmd_compile(args) -> int:
         if args.target != "cuda":
             raise ModelcError("--emit-ptx needs --target cuda")
         try:
-            from modelc.compiler.codegen.cuda import emit_ptx
+            from modelc.compiler.codegen.cuda_ptx import emit_ptx
         except ModuleNotFoundError as e:
             raise ModelcError(f"PTX generation needs the Python package '{e.name}'",
                               hint="pip install 'modelc[cuda]'") from None

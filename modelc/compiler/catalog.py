@@ -297,8 +297,7 @@ def schedule_tuple(name: str, bound: dict) -> tuple:
 @dataclass(frozen=True)
 class InitDef:
     name: str
-    draw: Callable[[np.random.Generator, tuple, int, int, dict], np.ndarray]
-    params: tuple[Param, ...] = ()
+    draw: Callable[[np.random.Generator, tuple, int, int], np.ndarray]   # (rng, shape, fan_in, fan_out)
 
 
 def _truncated_normal(rng, shape, stddev):
@@ -314,15 +313,16 @@ def _truncated_normal(rng, shape, stddev):
 _TRUNC = 0.87962566103423978   # the stddev of a unit normal truncated at +-2
 
 INITIALIZERS = {d.name: d for d in [
-    InitDef("glorot_uniform", lambda rng, s, fi, fo, p: rng.uniform(-1, 1, s) * math.sqrt(6 / (fi + fo))),
-    InitDef("glorot_normal", lambda rng, s, fi, fo, p: _truncated_normal(rng, s, math.sqrt(2 / (fi + fo)) / _TRUNC)),
-    InitDef("he_uniform", lambda rng, s, fi, fo, p: rng.uniform(-1, 1, s) * math.sqrt(6 / fi)),
-    InitDef("he_normal", lambda rng, s, fi, fo, p: _truncated_normal(rng, s, math.sqrt(2 / fi) / _TRUNC)),
-    InitDef("lecun_normal", lambda rng, s, fi, fo, p: _truncated_normal(rng, s, math.sqrt(1 / fi) / _TRUNC)),
-    InitDef("zeros", lambda rng, s, fi, fo, p: np.zeros(s)),
-    InitDef("ones", lambda rng, s, fi, fo, p: np.ones(s)),
-    InitDef("normal", lambda rng, s, fi, fo, p: rng.normal(p.get("mean", 0.0), p.get("stddev", 0.05), s)),
-    InitDef("uniform", lambda rng, s, fi, fo, p: rng.uniform(p.get("minval", -0.05), p.get("maxval", 0.05), s)),
+    InitDef("glorot_uniform", lambda rng, s, fi, fo: rng.uniform(-1, 1, s) * math.sqrt(6 / (fi + fo))),
+    InitDef("glorot_normal", lambda rng, s, fi, fo: _truncated_normal(rng, s, math.sqrt(2 / (fi + fo)) / _TRUNC)),
+    InitDef("he_uniform", lambda rng, s, fi, fo: rng.uniform(-1, 1, s) * math.sqrt(6 / fi)),
+    InitDef("he_normal", lambda rng, s, fi, fo: _truncated_normal(rng, s, math.sqrt(2 / fi) / _TRUNC)),
+    InitDef("lecun_normal", lambda rng, s, fi, fo: _truncated_normal(rng, s, math.sqrt(1 / fi) / _TRUNC)),
+    InitDef("zeros", lambda rng, s, fi, fo: np.zeros(s)),
+    InitDef("ones", lambda rng, s, fi, fo: np.ones(s)),
+    # Keras's RandomNormal and RandomUniform defaults (their options are not settable from a spec yet)
+    InitDef("normal", lambda rng, s, fi, fo: rng.normal(0.0, 0.05, s)),
+    InitDef("uniform", lambda rng, s, fi, fo: rng.uniform(-0.05, 0.05, s)),
 ]}
 INIT_ALIASES = {"xavier_uniform": "glorot_uniform", "xavier_normal": "glorot_normal",
                 "kaiming_normal": "he_normal", "kaiming_uniform": "he_uniform", "zero": "zeros",
@@ -330,4 +330,4 @@ INIT_ALIASES = {"xavier_uniform": "glorot_uniform", "xavier_normal": "glorot_nor
 
 
 def initialize(name: str, rng: np.random.Generator, shape: tuple, fan_in: int, fan_out: int) -> np.ndarray:
-    return INITIALIZERS[name].draw(rng, shape, fan_in, fan_out, {}).astype(np.float32)
+    return INITIALIZERS[name].draw(rng, shape, fan_in, fan_out).astype(np.float32)

@@ -56,10 +56,6 @@ def Let(name, expression):
     return Stat(name, "let", expression)
 
 
-ELEMENT_VARIABLES = ("y", "p", "j")
-ROW_VARIABLES = ("K", "label")
-
-
 @dataclass(frozen=True)
 class RowRule:
     name: str

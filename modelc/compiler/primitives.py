@@ -62,28 +62,12 @@ def _float(t, what):
         raise ShapeError(f"{what} must be float, got {t[0]}")
 
 
-def _same(t):
-    return [t]
-
-
 def _scalar():
     return [(F32, ())]
 
 
-def _per_sample(types, attrs):
-    (yd, ys), (pd, ps) = types[0], types[1]
-    if ps != ys:
-        raise ShapeError(f"the target has shape {_fmt(ys)} but the prediction has shape {_fmt(ps)}")
-    return [(F32, (ps[0],))]
-
-
 def _fmt(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _batch_rows(x):
-    """Per-sample reduction axes: everything but the batch axis."""
-    return tuple(range(1, x.ndim))
 
 
 # ---------------------------------------------------------------- linear algebra

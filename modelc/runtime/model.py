@@ -92,7 +92,7 @@ class Model:
         self.step = 0
         self._shuffle = shuffle_rng(self.seed)
         params = initial_weights(self.program, self.seed)
-        state = {s.name: np.zeros(s.shape, np.float32) for s in self.program.state}
+        state = self.program.initial_state()
         self.backend.load_state(params, state)
 
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -152,7 +152,7 @@ class Model:
             state = {s.name: np.asarray(ck.state[s.name], np.float32) for s in self.program.state}
             self.step = ck.step
         else:   # the optimizer changed since: the weights still hold, the optimizer starts afresh
-            state = {s.name: np.zeros(s.shape, np.float32) for s in self.program.state}
+            state = self.program.initial_state()
             self.step = 0
         self.backend.load_state(params, state)
 
@@ -216,7 +216,6 @@ class Model:
         batches = -(-n // batch)
         data = self.backend.upload(x, y)
         val_data = self.backend.upload(*val) if val is not None else None
-        names = self.program.result_names
         progress = Progress(epochs, batches, verbose)
         history = History()
         self.history = history
@@ -228,10 +227,10 @@ class Model:
                 start = time.perf_counter()
                 sums = self._train_epoch(data, order, batch, batches, n, progress)
                 train_seconds = time.perf_counter() - start
-                logs = {k: float(s) / n for k, s in zip(names, sums)}
+                logs = self.program.results(sums, n)
                 if val_data is not None:
                     val_sums = self.backend.evaluate(val_data, batch)
-                    logs.update({f"val_{k}": float(s) / len(val[0]) for k, s in zip(names, val_sums)})
+                    logs.update({f"val_{k}": v for k, v in self.program.results(val_sums, len(val[0])).items()})
                 seconds = time.perf_counter() - start
                 record = {"epoch": epoch, **logs, "seconds": seconds}
                 history.epochs.append(record)
@@ -259,7 +258,7 @@ class Model:
             per_batch = (time.perf_counter() - t) / (last - first)
             self.step += last - first
             done = min(last * batch, n)
-            progress.advance(last - first, {k: totals[i] / done for i, k in enumerate(self.program.result_names)})
+            progress.advance(last - first, self.program.results(totals, done))
             chunk = max(1, min(int(CHUNK_SECONDS / max(per_batch, 1e-9)), -(-batches // MIN_CHUNKS_PER_EPOCH)))
             first = last
         return totals
@@ -274,7 +273,7 @@ class Model:
 
     def _evaluate(self, x, y, batch) -> dict[str, float]:
         sums = self.backend.evaluate(self.backend.upload(x, y), batch)
-        return {k: float(s) / len(x) for k, s in zip(self.program.result_names, sums)}
+        return self.program.results(sums, len(x))
 
     def predict(self, x, batch_size: int | None = None) -> np.ndarray:
         """The network's output for each sample, float32 (samples, *output shape)."""
@@ -347,7 +346,7 @@ class Model:
         """The spec's `expect` section against results ({"train"/"val"/"test": {...}} or a TrainResult)."""
         if isinstance(results, TrainResult):
             results = results.results
-        return training.evaluate_expectations(self.program.spec, self.program.result_names, results)
+        return training.evaluate_expectations(self.program.spec, self.program.shown_names, results)
 
     # ------------------------------------------------------------ description
 

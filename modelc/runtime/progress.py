@@ -42,11 +42,6 @@ class History:
             out = {k: v for k, v in last.items() if k not in ("epoch", "seconds") and not k.startswith("val_")}
         return out or None
 
-    def extend(self, other: "History") -> None:
-        offset = len(self.epochs)
-        for record in other.epochs:
-            self.epochs.append(dict(record, epoch=offset + record["epoch"]))
-
     def to_dict(self, **extra: Any) -> dict[str, Any]:
         return {"epochs": [dict(r) for r in self.epochs], **extra}
 

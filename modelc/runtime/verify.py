@@ -161,7 +161,7 @@ def _rows(program, reference: _Run, run: _Run, rtol: float, atol: float) -> list
     compared = [("loss (mean over steps)", reference.train["loss"], run.train["loss"], True),
                 ("loss after training", reference.evaluation["loss"], run.evaluation["loss"], True)]
     compared += [(f"{k} (mean over steps)", reference.train[k], run.train[k], False)
-                 for k in program.result_names[1:]]
+                 for k in program.metric_names]
     compared += [(p.value.name, reference.params[p.value.name], run.params[p.value.name], True)
                  for p in program.params]
     compared += [(s.name, reference.state[s.name], run.state[s.name], True) for s in program.state]
