@@ -78,7 +78,7 @@ def test_ir_graphs():
     predict = run("ir", "specs/mnist.model")
     assert "graph predict(" in predict.stdout and "adam_update" not in predict.stdout
     evaluate = run("ir", "specs/mnist.model", "--eval")
-    assert "graph evaluate(" in evaluate.stdout and "sparse_accuracy" in evaluate.stdout
+    assert "graph evaluate(" in evaluate.stdout and "categorical_hit" in evaluate.stdout
 
 
 # ---------------------------------------------------------------- broken copies of mnist.model
@@ -248,7 +248,7 @@ def test_verify_fails_above_the_tolerance(tmp_path):
 
     def skewed(w, g, m, v, step, lr=0.001, **kw):
         calls["n"] += 1
-        return original(w, g, m, v, step, lr * (1.5 if calls["n"] > 5 * 4 else 1.0), **kw)
+        return original(w, g, m, v, step, lr=lr * (1.5 if calls["n"] > 5 * 4 else 1.0), **kw)
 
     primitives.PRIMITIVES["adam_update"].impl = skewed
     try:

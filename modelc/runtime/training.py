@@ -41,13 +41,6 @@ class TrainSettings:
     def validation_split(self) -> float | None:
         return self.validate if isinstance(self.validate, float) else None
 
-    def describe_validation(self) -> str:
-        if self.validate == "test":
-            return "the test split"
-        if isinstance(self.validate, float):
-            return f"the last {self.validate:g} of the training data"
-        return "none"
-
 
 def _int(setting: ast.Setting, low: int, what: str) -> int:
     value = setting.value

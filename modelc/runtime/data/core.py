@@ -43,14 +43,6 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.x)
 
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return tuple(self.x.shape[1:])
-
-    @property
-    def target_shape(self) -> tuple[int, ...]:
-        return tuple(self.y.shape[1:])
-
 
 @dataclass
 class Splits:
