@@ -12,53 +12,14 @@ import platform
 import sys
 import time
 
+from modelc.compiler.codegen.cuda_env import cuda_available, driver_reason, simulator_enabled
+
 
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def simulator_enabled() -> bool:
-    """NUMBA_ENABLE_CUDASIM as numba read it when it was first imported."""
-    try:
-        from numba.core import config
-    except ImportError:
-        return False
-    return bool(config.ENABLE_CUDASIM)
-
-
-def _driver_reason() -> str:
-    """Why the driver did not come up, in numba-cuda's own words."""
-    try:
-        from numba.cuda.cudadrv.driver import driver
-        err = getattr(driver, "initialization_error", None)
-        if err:
-            return " ".join(str(err).split())
-    except Exception as exc:    # the driver module itself failing is the reason
-        return " ".join(str(exc).split()) or type(exc).__name__
-    return "no CUDA device was found"
-
-
-def cuda_available() -> tuple[bool, str]:
-    """(True, how) when kernels can run: a GPU with its driver, or the simulator."""
-    try:
-        import numba  # noqa: F401
-        from numba import cuda
-    except ImportError as exc:
-        return False, f"numba-cuda is not installed ({exc})"
-    if simulator_enabled():
-        return True, "the CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1)"
-    try:
-        if not cuda.is_available():
-            return False, _driver_reason()
-        gpus = list(cuda.gpus)
-    except Exception as exc:
-        return False, " ".join(str(exc).split()) or type(exc).__name__
-    if not gpus:
-        return False, "the CUDA driver found no GPU"
-    return True, f"{len(gpus)} device(s)"
 
 
 def _devices() -> list[str]:
@@ -140,7 +101,7 @@ def report() -> str:
             driver_ok = cuda.is_available()
         except Exception:
             driver_ok = False
-        rows.append(("CUDA driver", "found" if driver_ok else f"not found: {_driver_reason()}"))
+        rows.append(("CUDA driver", "found" if driver_ok else f"not found: {driver_reason()}"))
         devices = _devices() if driver_ok else []
         rows += [("device", d) for d in devices] or [("devices", "none")]
     rows += _libraries()

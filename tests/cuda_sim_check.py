@@ -7,7 +7,7 @@ on inside the main pytest process): tests/test_cuda_sim.py does that.
 Two kinds of check, each printed as `ok NAME` or `FAIL NAME: why`:
   * every case of tests/cuda_cases.py (one small graph per primitive, per
     activation, per loss variant, per optimizer), run once by
-    `cuda.run_graph` and by `numpy_target.run_graph` on the same inputs, with
+    `cuda_harness.run_graph` and by `numpy_target.run_graph` on the same inputs, with
     every output, parameter and state array compared;
   * whole specs through the Backend interface: same weights, same batches, a
     few training steps, then evaluate and predict, against the numpy backend.
@@ -35,13 +35,17 @@ from numba.core import config as _numba_config  # noqa: E402
 from tests import cuda_cases  # noqa: E402
 from modelc.compiler.catalog import initialize  # noqa: E402
 from modelc.compiler.codegen import get_backend  # noqa: E402
-from modelc.compiler.codegen import cuda as cuda_target  # noqa: E402
+from modelc.compiler.codegen.cuda import CudaBackend  # noqa: E402
+from modelc.compiler.codegen.cuda_env import prepare_simulator  # noqa: E402
+from modelc.compiler.codegen.cuda_harness import run_graph as cuda_run  # noqa: E402
+from modelc.compiler.codegen.cuda_plan import GPU_CONFIG, SIM_CONFIG  # noqa: E402
+from modelc.compiler.codegen.cuda_planner import plan_graph  # noqa: E402
 from modelc.compiler.codegen.numpy_target import run_graph as numpy_run  # noqa: E402
 
 assert _numba_config.ENABLE_CUDASIM, "numba did not pick up NUMBA_ENABLE_CUDASIM"
 # The backend locks the simulator's shared-array allocation (a race in numba-cuda
-# 0.30's simulator) and paces its threads; run_graph does the same.
-cuda_target.prepare_simulator()
+# 0.30's simulator) and paces its threads; cuda_harness.run_graph does the same.
+prepare_simulator()
 
 # One kernel against the reference differs only by summation order and float32
 # rounding (the simulator evaluates math.* in float64); a few training steps
@@ -72,7 +76,7 @@ def compare(what: str, got, want, rtol, atol) -> float:
 def check_case(c: cuda_cases.Case) -> float:
     g = c.g
     if c.expect is not None:
-        complaint = c.expect(cuda_target.plan_graph(g.graph, cuda_target.SIM_CONFIG))
+        complaint = c.expect(plan_graph(g.graph, SIM_CONFIG))
         if complaint:
             raise Mismatch(complaint)
     env = {g.x.id: c.x, g.step.id: np.int64(c.step)}
@@ -84,7 +88,7 @@ def check_case(c: cuda_cases.Case) -> float:
     env.update({p.id: params[p.name] for p in g.graph.params})
     env.update({s.id: state[s.name] for s in g.graph.state})
     want = numpy_run(g.graph, env)       # updates params and state in place
-    outs, got_params, got_state = cuda_target.run_graph(g.graph, feeds, g.init, g.init_state, step=c.step)
+    outs, got_params, got_state = cuda_run(g.graph, feeds, g.init, g.init_state, step=c.step)
     worst = 0.0
     for key, value in want.items():
         worst = max(worst, compare(f"output {key}", outs[key], value, PRIM_RTOL, PRIM_ATOL))
@@ -111,7 +115,7 @@ def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE, config=None):
     order = rng.permutation(n)
     results = {}
     for target in ("numpy", "cuda"):
-        backend = cuda_target.CudaBackend(prog, config) if target == "cuda" else get_backend(target, prog)
+        backend = CudaBackend(prog, config) if target == "cuda" else get_backend(target, prog)
         backend.load_state(params, state)
         data = backend.upload(x, y)
         sums = backend.train(data, order, batch, 0, steps, 0)
@@ -149,7 +153,7 @@ def _():
 
 @spec_check("blobs spec with the GPU's launch configuration (16x16 tiles, 256-thread blocks), batch 20")
 def _():
-    return compare_training(cuda_cases.program("blobs"), 40, 2, batch=20, config=cuda_target.GPU_CONFIG)[0]
+    return compare_training(cuda_cases.program("blobs"), 40, 2, batch=20, config=GPU_CONFIG)[0]
 
 
 @spec_check("dropout, add, concat, huber, mae/mse, nesterov sgd with a schedule; a partial batch")

@@ -15,8 +15,10 @@ pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip insta
 
 from tests import cuda_cases  # noqa: E402
 from modelc.compiler.build import build_program  # noqa: E402
-from modelc.compiler.codegen import cuda as cuda_target  # noqa: E402
-from modelc.compiler.codegen.cuda_kernels import GPU_CONFIG  # noqa: E402
+from modelc.compiler.codegen.cuda import CudaBackend  # noqa: E402
+from modelc.compiler.codegen.cuda_plan import GPU_CONFIG  # noqa: E402
+from modelc.compiler.codegen.cuda_planner import plan_graph, plans_for  # noqa: E402
+from modelc.compiler.codegen.cuda_ptx import emit_ptx, link_report, plan_ptx  # noqa: E402
 from modelc.errors import ModelcError  # noqa: E402
 from modelc.grammar.parser import parse_file  # noqa: E402
 
@@ -49,8 +51,8 @@ def _program(path):
 @pytest.mark.parametrize("spec", ["mnist", "blobs"])
 def test_every_kernel_of_the_spec_compiles_to_ptx(compiler, spec, arch, tmp_path):
     program = _program(ROOT / "specs" / f"{spec}.model")
-    paths = cuda_target.emit_ptx(program, tmp_path / "ptx", arch)
-    plans = cuda_target.plans_for(program)
+    paths = emit_ptx(program, tmp_path / "ptx", arch)
+    plans = plans_for(program)
     expected = [f"{g}.{k.name}.ptx" for g, plan in plans.items() for k in plan.kernels]
     assert sorted(p.name for p in paths) == sorted(expected)
     for path in paths:
@@ -66,8 +68,8 @@ def test_every_kernel_of_the_spec_compiles_to_ptx(compiler, spec, arch, tmp_path
 def test_link_report_registers_smem_spills(compiler, arch, tmp_path):
     pytest.importorskip("cuda.bindings.nvjitlink", reason="nvJitLink (cuda-bindings) is not installed")
     program = _program(ROOT / "specs" / "mnist.model")
-    paths = cuda_target.emit_ptx(program, tmp_path / "ptx", arch)
-    rows = cuda_target.link_report(paths, arch, cubin_dir=tmp_path / "cubin")
+    paths = emit_ptx(program, tmp_path / "ptx", arch)
+    rows = link_report(paths, arch, cubin_dir=tmp_path / "cubin")
     assert len(rows) == len(paths)
     tile = GPU_CONFIG.tile
     for row in rows:
@@ -84,7 +86,7 @@ def test_mnist_takes_ten_launches_per_step():
     """Documented in docs/cuda.md: 3 forward matmuls (bias + relu fused), one row
     kernel (softmax, loss, accuracy, loss gradient), 5 backward matmuls (activation
     gradients and bias gradients fused), one optimizer kernel."""
-    plans = cuda_target.plans_for(_program(ROOT / "specs" / "mnist.model"))
+    plans = plans_for(_program(ROOT / "specs" / "mnist.model"))
     kinds = [k.kind for k in plans["train"].kernels]
     assert kinds == ["matmul"] * 3 + ["rows"] + ["matmul"] * 5 + ["update"]
     assert [k.kind for k in plans["evaluate"].kernels] == ["matmul"] * 3 + ["rows"]
@@ -93,13 +95,13 @@ def test_mnist_takes_ten_launches_per_step():
 @pytest.mark.parametrize("name", sorted(cuda_cases.SPECS))
 def test_the_simulated_specs_compile_to_ptx(compiler, name, tmp_path):
     """The specs tests/cuda_sim_check.py trains under the simulator, as a GPU would get them."""
-    paths = cuda_target.emit_ptx(cuda_cases.program(name), tmp_path, "sm_80")
+    paths = emit_ptx(cuda_cases.program(name), tmp_path, "sm_80")
     assert paths and all(".visible .entry" in p.read_text() for p in paths)
 
 
 @pytest.mark.parametrize("path", [p for p in SPEC_FILES if p.stem not in ("mnist", "blobs")], ids=lambda p: p.stem)
 def test_the_other_spec_files_compile_to_ptx(compiler, path, tmp_path):
-    paths = cuda_target.emit_ptx(_program(path), tmp_path, "sm_90")
+    paths = emit_ptx(_program(path), tmp_path, "sm_90")
     assert paths and all(".target sm_90" in p.read_text() for p in paths)
 
 
@@ -108,8 +110,8 @@ def test_every_simulated_case_compiles_to_ptx(compiler):
     memo: dict = {}
     count = 0
     for name, build in cuda_cases.CASES:
-        plan = cuda_target.plan_graph(build().g.graph, GPU_CONFIG)
-        ptx = cuda_target.plan_ptx(plan, "sm_80", memo)
+        plan = plan_graph(build().g.graph, GPU_CONFIG)
+        ptx = plan_ptx(plan, "sm_80", memo)
         assert set(ptx) == {k.name for k in plan.kernels}, name
         for kernel, text in ptx.items():
             assert ".visible .entry" in text, f"{name}: {kernel}"
@@ -126,7 +128,7 @@ def test_no_gpu_is_a_clear_error():
         pytest.skip(f"this machine can run the cuda target ({reason})")
     program = _program(ROOT / "specs" / "blobs.model")
     with pytest.raises(ModelcError) as err:
-        cuda_target.CudaBackend(program)
+        CudaBackend(program)
     text = str(err.value)
     assert "GPU" in text and reason.split(".")[0] in text
     assert "modelc doctor" in text
