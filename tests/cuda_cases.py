@@ -15,9 +15,12 @@ import numpy as np
 
 from modelc.compiler import elementwise
 from modelc.compiler.build import build_program
+from modelc.compiler.catalog import LOSSES, METRICS, OPTIMIZERS
 from modelc.compiler.emitter import Emitter
 from modelc.compiler.ir import BATCH, F32, I64, Graph, Value
+from modelc.compiler.primitives import PRIMITIVES
 from modelc.grammar.parser import parse
+from tests.formula_cases import loss_cases
 
 BATCH_SIZE = 8
 
@@ -280,6 +283,13 @@ def _loss_case(label, loss, attrs, kind):
         if kind == "regression":
             g = _loss_graph(loss, attrs, (2, 3), (2, 3), F32, lambda g: g.x)
             return Case(g, randn(rng, BATCH_SIZE, 2, 3), randn(rng, BATCH_SIZE, 2, 3))
+        if kind == "margin":
+            t = rng.choice([-1.0, 0.0, 1.0], (BATCH_SIZE, 3)).astype(np.float32)
+            return Case(_loss_graph(loss, attrs, (3,), (3,), F32, lambda g: g.x), randn(rng, BATCH_SIZE, 3), t)
+        if kind == "count":
+            t = rng.integers(0, 4, (BATCH_SIZE, 3)).astype(np.float32)
+            make = lambda g: g("act", g.x, fn="softplus")   # noqa: E731 - positive rates
+            return Case(_loss_graph(loss, attrs, (3,), (3,), F32, make), randn(rng, BATCH_SIZE, 3), t)
         if kind == "binary":
             x = randn(rng, BATCH_SIZE, 3, scale=4.0)
             x[0] = [40.0, -40.0, 0.0]                  # probabilities clipped at both ends
@@ -301,64 +311,62 @@ def _loss_case(label, loss, attrs, kind):
     return build
 
 
-LOSS_CASES = [
-    ("mean_squared_error", {}, "regression"),
-    ("mean_absolute_error", {}, "regression"),
-    ("huber", {"delta": 0.5}, "regression"),
-    ("binary_crossentropy", {}, "binary"),
-    ("binary_crossentropy", {"label_smoothing": 0.1}, "binary"),
-    ("binary_crossentropy", {"from_logits": True, "label_smoothing": 0.2}, "binary"),
-    ("categorical_crossentropy", {}, "categorical"),
-    ("categorical_crossentropy", {"label_smoothing": 0.2}, "categorical"),
-    ("categorical_crossentropy", {"from_logits": True, "temperature": 0.7, "label_smoothing": 0.1}, "categorical"),
-    ("sparse_categorical_crossentropy", {}, "sparse"),
-    ("sparse_categorical_crossentropy", {"from_logits": True, "temperature": 0.5}, "sparse"),
-    ("kl_divergence", {}, "distribution"),
-]
+# every loss of the catalog: as it is, on logits (with a fused softmax's temperature), each float option set
+LOSS_CASES = [(name, attrs, LOSSES[name].kind) for name, _, attrs in loss_cases()]
 for _loss, _attrs, _kind in LOSS_CASES:
     _label = f"loss {_loss}" + (f" {_attrs}" if _attrs else "")
     case(_label + ", its gradient, mean and mean_grad")(_loss_case(_label, _loss, _attrs, _kind))
 
 
-@case("metric sparse_accuracy")
-def _():
-    rng = rng_for("metrics")
-    g = G((4,), (), I64)
-    g.out(sparse=g("mean", g("sparse_accuracy", g.t, g.x)))
-    return Case(g, randn(rng, BATCH_SIZE, 4), rng.integers(0, 4, BATCH_SIZE).astype(np.int64))
+def _metric_case(rule: str, attrs: dict, fmt: str):
+    def build():
+        rng = rng_for(f"metric {rule} {fmt}")
+        if fmt == "sparse":
+            g = G((4,), (), I64)
+            t = rng.integers(0, 4, BATCH_SIZE).astype(np.int64)
+            p = g.x
+        else:
+            g = G((4,), (4,))
+            t = (np.eye(4, dtype=np.float32)[rng.integers(0, 4, BATCH_SIZE)] if fmt == "onehot"
+                 else rng.integers(0, 2, (BATCH_SIZE, 4)).astype(np.float32))
+            p = g("act", g.x, fn="sigmoid") if fmt == "dense" else g.x
+        per = g(rule, g.t, p, **attrs)
+        g.out(mean=g("mean", per), per=per)
+        return Case(g, randn(rng, BATCH_SIZE, 4), t)
+    return build
 
 
-@case("metric categorical_accuracy")
-def _():
-    rng = rng_for("metrics2")
-    g = G((4,), (4,))
-    g.out(categorical=g("mean", g("categorical_accuracy", g.t, g.x)), per=g("categorical_accuracy", g.t, g.x))
-    return Case(g, randn(rng, BATCH_SIZE, 4), np.eye(4, dtype=np.float32)[rng.integers(0, 4, BATCH_SIZE)])
-
-
-@case("metric binary_accuracy (threshold 0.3)")
-def _():
-    rng = rng_for("metrics3")
-    g = G((4,), (4,))
-    g.out(binary=g("mean", g("binary_accuracy", g.t, g("act", g.x, fn="sigmoid"), threshold=0.3)))
-    return Case(g, randn(rng, BATCH_SIZE, 4), rng.integers(0, 2, (BATCH_SIZE, 4)).astype(np.float32))
+# every row rule of every metric, on each target format it takes
+for _d in METRICS.values():
+    _attrs = {p.name: (2 if p.name == "k" else p.default) for p in _d.params}
+    for _rule in ((_d.rule,) if _d.rule else ()) + (_d.ratio or ()):
+        for _f in _d.targets:
+            case(f"metric {_d.name}: {_rule.name} on {_f} targets")(_metric_case(_rule.name, _attrs, _f))
 
 
 # ---------------------------------------------------------------- optimizers
 
-OPTIMIZER_CASES = [
-    ("sgd_update", {"lr": 0.1}),
-    ("sgd_update", {"lr": 0.1, "momentum": 0.9}),
-    ("sgd_update", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "schedule": ("inverse_time_decay", 0.5, 3, False)}),
-    ("adam_update", {"lr": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
-    ("adam_update", {"lr": 0.01, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-6,
-                     "schedule": ("exponential_decay", 0.5, 3, True)}),
-    ("adamw_update", {"lr": 0.01, "weight_decay": 0.05, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
-    ("rmsprop_update", {"lr": 0.01, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7}),
-    ("rmsprop_update", {"lr": 0.01, "rho": 0.8, "momentum": 0.5, "epsilon": 1e-7,
-                        "schedule": ("cosine_decay", 10, 0.1)}),
-]
-STATE_KINDS = {"sgd_update": 1, "adam_update": 2, "adamw_update": 2, "rmsprop_update": 2}
+def _optimizer_variants():
+    """Every optimizer with its defaults, each bool and momentum option set, and each kind of
+    gradient clipping, from the catalog."""
+    out = []
+    for d in OPTIMIZERS.values():
+        base = {p.name: p.default for p in d.params}
+        base.update(lr=0.01, schedule=("constant",))
+        out.append((d.primitive, base))
+        if "momentum" in base:
+            out.append((d.primitive, dict(base, momentum=0.5, schedule=("inverse_time_decay", 0.5, 3, False))))
+        for p in d.params:
+            if p.kind == "bool":
+                out.append((d.primitive, dict(base, momentum=0.5, **{p.name: True})))
+    adam = {p.name: p.default for p in OPTIMIZERS["adam"].params}
+    adam.update(lr=0.01, schedule=("exponential_decay", 0.5, 3, True))
+    out += [("adam_update", dict(adam, clipvalue=0.05)), ("adam_update", dict(adam, clipnorm=0.3)),
+            ("adam_update", dict(adam, global_clipnorm=0.3))]
+    return out
+
+
+OPTIMIZER_CASES = _optimizer_variants()
 
 
 def _optimizer_case(prim, attrs):
@@ -368,9 +376,16 @@ def _optimizer_case(prim, attrs):
         a, d = g.slice(g.x, 0, 3), g.slice(g.x, 3, 7)
         w, b = g.param("w", (3, 4), rng), g.param("b", (4,), rng)
         gw, gb = g("matmul", a, d, ta=True), g("sum_to_last", d)
+        norms = {}
+        if attrs.get("clipnorm"):
+            norms = {"w": g("sum_squares", gw), "b": g("sum_squares", gb)}
+        elif attrs.get("global_clipnorm"):
+            total = g("add", g("sum_squares", gw), g("sum_squares", gb))
+            norms = {"w": total, "b": total}
         for p, grad in ((w, gw), (b, gb)):
-            state = [g.state(f"{p.name}.s{i}", p.shape, rng) for i in range(STATE_KINDS[prim])]
-            g.emit.emit_op(prim, (p, grad, *state, g.step), dict(attrs), writes=(p, *state))
+            state = [g.state(f"{p.name}.s{i}", p.shape, rng) for i in range(len(PRIMITIVES[prim].formula({}).state))]
+            extra = (norms[p.name],) if norms else ()
+            g.emit.emit_op(prim, (p, grad, *state, g.step, *extra), dict(attrs), writes=(p, *state))
         g.out(gw=gw)
         return Case(g, randn(rng, BATCH_SIZE, 7), step=7)
     return build
@@ -451,7 +466,7 @@ def spec_data(prog, n, rng):
         y = rng.integers(0, target.classes, n).astype(np.int64)
     elif target.format == "onehot":
         y = np.eye(target.classes, dtype=np.float32)[rng.integers(0, target.classes, n)]
-    elif prog.loss_name in ("binary_crossentropy",):
+    elif LOSSES[prog.loss_name].kind in ("binary", "margin"):
         y = rng.integers(0, 2, (n,) + tuple(target.value.shape[1:])).astype(np.float32)
     elif prog.loss_name == "kl_divergence":
         y = rng.random((n,) + tuple(target.value.shape[1:])).astype(np.float32) + 0.05

@@ -15,7 +15,7 @@ gives per-sample values; a separate `mean` op averages them over the batch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -39,6 +39,11 @@ class Primitive:
     # formula(attrs) -> the RowRule / UpdateRule every target generates its code from
     kind: str = ""
     formula: Callable[[dict], Any] | None = None
+    defaults: dict = field(default_factory=dict)     # the catalog's option defaults
+
+    def options(self, attrs: dict) -> dict:
+        """An op's attributes with every option the op leaves out at its default."""
+        return {**self.defaults, **attrs}
 
 
 PRIMITIVES: dict[str, Primitive] = {}
@@ -378,14 +383,16 @@ def _register_row(name: str, rule_for, params=(), infer=_row_infer, grad: bool =
         attrs = {**defaults, **attrs}
         return formulas.row_grad(rule_for(attrs), y, p, g, attrs, _sparse(y))
 
+
     def vjp(emit, op, grads):
         return [None, emit(name + "_grad", op.inputs[0], op.inputs[1], grads[0], **op.attrs)]
 
     PRIMITIVES[name] = Primitive(name, infer, impl, vjp if grad else None, f"row rule {name}",
-                                 kind="row", formula=rule_for)
+                                 kind="row", formula=rule_for, defaults=defaults)
     if grad:
         PRIMITIVES[name + "_grad"] = Primitive(name + "_grad", lambda types, attrs: [types[1]], grad_impl,
-                                               doc=f"gradient of {name}", kind="row_grad", formula=rule_for)
+                                               doc=f"gradient of {name}", kind="row_grad", formula=rule_for,
+                                               defaults=defaults)
 
 
 for _loss in LOSSES.values():
@@ -421,7 +428,7 @@ def _register_update(rule: formulas.UpdateRule, params) -> None:
         return ()
 
     PRIMITIVES[rule.name] = Primitive(rule.name, _update_infer, impl, doc=f"update rule {rule.name}",
-                                      kind="update", formula=lambda attrs: rule)
+                                      kind="update", formula=lambda attrs: rule, defaults=defaults)
 
 
 for _optimizer in OPTIMIZERS.values():

@@ -195,27 +195,28 @@ def lower_call(op: Op, v) -> list[str]:
         return [f"{v.flat(op.out)}[0] = sum_squares({v.flat(x)}, {v.size(x)})"]
     prim = PRIMITIVES[op.prim]
     name = kernel_name(op)
-    source, table = _KERNELS[name]
-    rule = prim.formula(op.attrs)
+    table = _KERNELS[name][1]
+    attrs = prim.options(op.attrs)
+    rule = prim.formula(attrs)
     if prim.kind == "update":
         w, g = op.inputs[:2]
         states = op.inputs[2:2 + len(rule.state)]
         step = op.inputs[2 + len(rule.state)]
         sumsq = f"{v.flat(op.inputs[-1])}[0]" if len(op.inputs) > len(rule.state) + 3 else "0.0"
-        kind, *schedule = op.attrs.get("schedule", ("constant",))
-        rate_args = ", ".join(_number(float(a)) for a in [op.attrs["lr"], *schedule])
+        kind, *schedule = attrs.get("schedule", ("constant",))
+        rate_args = ", ".join(_number(float(a)) for a in [attrs["lr"], *schedule])
         lines = [f"rate = schedule_{kind}({v(step)}, {rate_args})"]
         scalars = []
         if rule.scalars is not None:
-            opts = ", ".join(_number(float(op.attrs[o])) for o in rule.scalar_options)
+            opts = ", ".join(_number(float(attrs[o])) for o in rule.scalar_options)
             lines.append(f"sc = scalars_{rule.name}({v(step)}, rate{', ' + opts if opts else ''})")
             scalars = [f"sc[{i}]" for i in range(len(rule.scalar_names))]
         args = [v.flat(w), v.flat(g), *(v.flat(s) for s in states), v.size(w), sumsq, "rate", *scalars,
-                *_constants(table, op.attrs)]
+                *_constants(table, attrs)]
         return lines + [f"{name}({', '.join(args)})"]
     y, p = op.inputs[0], op.inputs[1]
     rows, k = "n", p.sample_size()
-    consts = _constants(table, {**dict(rule.internal), **op.attrs})
+    consts = _constants(table, {**dict(rule.internal), **attrs})
     mat = lambda value: (v(value) if value.rank == 2 else f"{v(value)}.reshape(({rows}, {k}))")  # noqa: E731
     ys = v(y) if y.dtype == I64 else mat(y)
     if prim.kind == "row_grad":

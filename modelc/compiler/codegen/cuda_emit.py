@@ -202,11 +202,16 @@ class RowBuilder:
 
     def argmax(self, v: Value) -> str:
         """Index of the first largest element of the row, as numpy's argmax."""
+        return self.argmax_of([], self.x(v))
+
+    def argmax_of(self, pre: list[str], value_expr: str) -> str:
+        """Index of the first largest value of an element expression (after the statements
+        `pre`, which load what it reads at column c), as numpy's argmax."""
         self.uses_red = self.uses_redi = True
         bv, bi = self.init("f32(-math.inf)", "bv"), self.init(str(self.C), "bi")
         t = self.k.tmp("t")
-        self.loop([f"{t} = {self.x(v)}", f"if {t} > {bv} or {bi} == {self.C}:",
-                   f"    {bv} = {t}", f"    {bi} = c"])
+        self.loop(pre + [f"{t} = {value_expr}", f"if {t} > {bv} or {bi} == {self.C}:",
+                         f"    {bv} = {t}", f"    {bi} = c"])
         b = self.flip
         self.flip ^= 1
         ov, oi = self.k.tmp("bv"), self.k.tmp("bi")

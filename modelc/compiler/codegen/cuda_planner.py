@@ -26,6 +26,7 @@ from modelc.compiler.codegen.cuda_plan import (GPU_CONFIG, Buffer, CudaCodegenEr
                                                Plan, StepScalars, indent, lit, size_of)
 from modelc.compiler.codegen.cuda_rules import LOWERINGS
 from modelc.compiler.ir import BATCH, Graph, Op, Value
+from modelc.compiler.primitives import PRIMITIVES
 
 
 def _pow2_at_least(n: int) -> int:
@@ -184,6 +185,8 @@ class _Planner:
                 self.emit_rows(self.row_group(i))
             elif kind == "colsum":
                 self.emit_colsum(op)
+            elif kind == "sumsq":
+                self.emit_sum_squares(op)
             elif kind == "copy":
                 self.emit_copy(op)
             elif kind == "update":
@@ -419,6 +422,25 @@ class _Planner:
                 "        t += red[q, lane]", f"    {arr}[col] = t"]
         self.add(k.finish(body, (Extent(0, C, CL),), (CL, CR), f"{op.out.name} = column sums"))
 
+    def emit_sum_squares(self, op: Op):
+        """The sum of squares of an unbatched value (a gradient, for norm clipping) into its
+        one-element buffer: one block strides over the elements, then a shared-memory tree."""
+        x = op.inputs[0]
+        if x.batched:
+            raise CudaCodegenError("sum_squares of a batched value")
+        n, tpb = size_of(x.shape), self.cfg.threads
+        k = self.new_kernel("sumsq", [op], op.out.name)
+        src, arr = k.array(x), k.array(op.out, write=True)
+        body = [f"red = cuda.shared.array({tpb}, float32)", "t = cuda.threadIdx.x", "part = f32(0.0)",
+                f"for i in range(t, {n}, {tpb}):", f"    part += {src}[i] * {src}[i]",
+                "red[t] = part", "cuda.syncthreads()"]
+        half = tpb // 2
+        while half >= 1:
+            body += [f"if t < {half}:", f"    red[t] += red[t + {half}]", "cuda.syncthreads()"]
+            half //= 2
+        body += ["if t == 0:", f"    {arr}[0] = red[0]"]
+        self.add(k.finish(body, (Extent(0, 1, 1),), (tpb,), f"{op.out.name} = sum of squares"))
+
     def emit_copy(self, op: Op):
         """concat / slice as index remaps over the flat sample: with `inner` the
         elements after the axis, element (o, a, i) of the output reads its input at
@@ -463,10 +485,13 @@ class _Planner:
         names = {name: k.param(("opt", gi, j), "f32", name) for j, name in enumerate(low.scalar_names)}
         total = 0
         body = ["i = cuda.grid(1)"]
+        stateful = len(PRIMITIVES[prim].formula({}).state)
         for n, op in enumerate(group):
-            w, g, *state, _step = op.inputs
+            w, g, state, extra = op.inputs[0], op.inputs[1], op.inputs[2:2 + stateful], op.inputs[3 + stateful:]
             size = size_of(w.shape)
             arrays = dict(names, w=k.array(w, write=True), g=k.array(g), j="j")
+            if extra:      # the sum of squares that norm clipping reads
+                arrays["sumsq"] = f"{k.array(extra[0])}[0]"
             arrays.update({f"s{q}": k.array(s, write=True) for q, s in enumerate(state)})
             test = "if" if n == 0 else "elif"
             body.append(f"{test} i < {total + size}:  # {w.name}")

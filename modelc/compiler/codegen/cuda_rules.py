@@ -166,7 +166,7 @@ def _row_mean_grad(rb: RowBuilder, op: Op):
 
 @dataclass(frozen=True)
 class Lowering:
-    """kind: matmul | elementwise | row | colsum | copy | update | alias | constant."""
+    """kind: matmul | elementwise | row | colsum | sumsq | copy | update | alias | constant."""
     kind: str
     emit: Callable | None = None
     geometry: str = ""          # row ops: "last" (last axis) | "sample" (whole sample) | "any"
@@ -184,6 +184,7 @@ LOWERINGS: dict[str, Lowering] = {
     "reshape": Lowering("alias"),
     "constant": Lowering("constant"),
     "sum_to_last": Lowering("colsum"),
+    "sum_squares": Lowering("sumsq"),
     "concat": Lowering("copy"),
     "slice": Lowering("copy"),
     "softmax": Lowering("row", _row_softmax, "last"),
