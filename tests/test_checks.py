@@ -111,6 +111,16 @@ CASES = [
      BASE.replace("target digit: int[] classes 10", "target digit: f32[3]")
          .replace("loss sparse_categorical_crossentropy(digit, probs)", "loss mse(digit, probs)")
          .replace("metrics accuracy", "metrics mae"), 9, 6, ["has shape [3] but the output 'probs' has shape [10]"]),
+    ("a metric for another kind of target", BASE.replace("metrics accuracy", "metrics accuracy, precision"), 11, 19,
+     ["precision needs 0/1 or real targets, but the target holds integer class labels"]),
+    ("a metric option out of range", BASE.replace("metrics accuracy", "metrics top_k_categorical_accuracy(k=0)"),
+     11, 38, ["'k' must be a whole number >= 1"]),
+    ("a metric option it does not have", BASE.replace("metrics accuracy", "metrics accuracy(thresold=0.2)"),
+     11, 18, ["no option 'thresold'"]),
+    ("a metric given the target", BASE.replace("metrics accuracy", "metrics recall(digit)"), 11, 16,
+     ["give options by name"]),
+    ("clipping on an unknown optimizer option", BASE.replace("adam(lr=0.001)", "adam(clip_norm=1.0)"), 10, 16,
+     ["adam has no option 'clip_norm'", "clipnorm"]),
 ]
 
 

@@ -564,3 +564,40 @@ def test_summary_of_a_graph_shows_what_each_layer_reads():
     assert joined.rstrip().endswith("hidden1, hidden2")
     chain = summarize(build_program(parse_file(str(ROOT / "specs" / "mnist.model"))))
     assert "Connected to" not in chain and "55,050" in chain
+
+
+BINARY_METRICS = """
+model binary_metrics
+input x: f32[3]
+target y: f32[2]
+network {
+    x -> dense(8, tanh) -> dense(2, sigmoid) => p
+}
+loss bce(y, p)
+optimizer adagrad(lr=0.05, clipvalue=0.5)
+metrics precision, recall(threshold=0.4), binary_accuracy
+"""
+
+
+@pytest.mark.parametrize("target", ["numpy", "cpu"])
+def test_precision_and_recall_are_ratios_over_the_whole_data(target):
+    """Keras's stateful precision/recall: true positives over all predicted (or actual)
+    positives of the data, not a mean of per-batch ratios; checked against predict."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(37, 3)).astype(np.float32)
+    y = (rng.random((37, 2)) > 0.4).astype(np.float32)
+    model = modelc.compile(BINARY_METRICS, target=target, seed=1)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    got = model.evaluate(x, y, batch_size=5)
+    p = model.predict(x)
+    tp = ((p > 0.5) & (y != 0)).sum()
+    assert got["precision"] == pytest.approx(tp / (p > 0.5).sum(), rel=1e-6)
+    assert got["recall"] == pytest.approx(((p > 0.4) & (y != 0)).sum() / (y != 0).sum(), rel=1e-6)
+    assert got["binary_accuracy"] == pytest.approx(((p > 0.5) == (y != 0)).mean(), rel=1e-6)
+
+
+def test_adagrad_starts_from_its_initial_accumulator():
+    model = modelc.compile(BINARY_METRICS.replace("adagrad(lr=0.05, clipvalue=0.5)",
+                                                  "adagrad(initial_accumulator_value=0.3)"), target="numpy")
+    state = model.backend.read_state()[1]
+    assert state and all(np.all(v == np.float32(0.3)) for v in state.values())

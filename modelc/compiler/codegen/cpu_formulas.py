@@ -96,7 +96,7 @@ def _row_kernel(rule: RowRule, grad: bool, labels: bool) -> tuple[str, list[str]
         start = "f32(0.0)" if stat.how == "sum" else "f32(-math.inf)"
         lines += [f"        {var} = {start}", "        for j in range(k):"]
         lines += [f"            {line}" for line in element_loads(e)]
-        update = f"{var} + {src(e)}" if stat.how == "sum" else f"max({var}, {src(e)})"
+        update = f"{var} + ({src(e)})" if stat.how == "sum" else f"max({var}, {src(e)})"
         lines.append(f"            {var} = {update}")
     root = body_of["<root>"]
     if grad:
