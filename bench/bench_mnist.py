@@ -316,9 +316,10 @@ def format_report(args, rows, cold, warm, peers) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     launches = rows[0]["modelc"].get("launches_per_step") if rows else None
     lines += ["",
-              f"Cold start (empty cache, new process, to the end of the first step): "
-              f"{cold.get('startup_s', float('nan')):.2f} s; warm start (cache filled): "
-              f"{warm.get('startup_s', float('nan')):.2f} s."]
+              f"First start on a machine (empty cache folder: the cpu kernels compile once), new process, "
+              f"to the end of the first step: {cold.get('startup_s', float('nan')):.2f} s; warm start (cache "
+              f"filled): {warm.get('startup_s', float('nan')):.2f} s. A spec never compiled before starts "
+              "like a warm one (bench/startup.py)."]
     if launches:
         lines.append(f"Kernel launches per training step: {launches}.")
     for peer in peers:

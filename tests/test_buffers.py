@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from modelc.compiler.build import build_program
-from modelc.compiler.codegen.cpu import _GraphCode
-from modelc.compiler.codegen.cpu_lower import Names
+from modelc.compiler.codegen.cpu_formula_calls import Formulas
+from modelc.compiler.codegen.cpu_plan import lower_graph
 from modelc.compiler.passes import plan_buffers
 from modelc.grammar.parser import parse_file
 
@@ -19,10 +19,9 @@ def _plans(spec):
     program = build_program(parse_file(spec))
     for kind in ("train", "evaluate", "predict"):
         graph = getattr(program, kind)
-        code = _GraphCode(graph, kind, Names())
-        views = {op.out.id: op.inputs[0].id for g in code.groups for op in g if op.prim == "reshape"}
+        code = lower_graph(graph, Formulas())
         outputs = {v.id for v in graph.outputs.values()}
-        yield kind, code, views, outputs, plan_buffers(code.groups, code.buffers, views, outputs)
+        yield kind, code, code.views, outputs, plan_buffers(code.groups, code.buffers, code.views, outputs)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.stem for s in SPECS])

@@ -157,23 +157,10 @@ class Model:
         self.backend.load_state(params, state)
 
     def warm_up(self) -> float:
-        """Run every graph once on one zero sample, so a target compiles (and caches) its code
-        now rather than in the first epoch; the weights and state are put back. Returns seconds."""
+        """Compile every graph now (or load its code from the cache), so that no epoch,
+        evaluate or predict pays for it; the weights and state are kept. Returns seconds."""
         start = time.perf_counter()
-        params, state = self.backend.read_state()
-        step = self.step
-        x = np.zeros((1,) + tuple(self.program.input.shape[1:]), np.float32)
-        target = self.program.target
-        if target is not None:
-            y = (np.zeros(1, np.int64) if target.format == "sparse"
-                 else np.zeros((1,) + tuple(target.value.shape[1:]), np.float32))
-            data = self.backend.upload(x, y)
-            if self.program.train is not None:
-                self.backend.train(data, np.zeros(1, np.int64), 1, 0, 1, 0)
-            self.backend.evaluate(data, 1)
-        self.backend.predict(self.backend.upload(x), 1)
-        self.backend.load_state(params, state)
-        self.step = step
+        self.backend.compile()
         return time.perf_counter() - start
 
     # ------------------------------------------------------------ running
@@ -217,6 +204,8 @@ class Model:
         data = self.backend.upload(x, y)
         val_data = self.backend.upload(*val) if val is not None else None
         progress = Progress(epochs, batches, verbose)
+        if not self.backend.compiled:   # its own step, so epoch 1's time is the training alone
+            progress.compiled(self.warm_up())
         history = History()
         self.history = history
         try:

@@ -83,6 +83,11 @@ class Progress:
         isatty = getattr(self.err, "isatty", None)
         self.live = verbose == 1 and bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
 
+    def compiled(self, seconds: float) -> None:
+        """The compile step, before the first epoch: `compiled in 0.84s`."""
+        if self.verbose:
+            print(f"compiled in {seconds:.2f}s", file=self.out, flush=True)
+
     def start_epoch(self, epoch: int) -> None:
         if not self.live:
             return

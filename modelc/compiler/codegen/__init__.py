@@ -19,9 +19,31 @@ TARGETS = ("cpu", "numpy", "cuda")
 class Backend:
     """The interface every target implements."""
     name = "?"
+    compiled = False    # True once `compile` has made every graph's code ready
 
     def __init__(self, program):
         self.program = program
+
+    # compiling ---------------------------------------------------------
+    def compile(self) -> None:
+        """Make every graph's code ready now (compile it, or load it from a cache), so no
+        later call pays for it. By default: run each graph once on one zero sample, then
+        put the parameters and state back. Idempotent."""
+        if self.compiled:
+            return
+        program = self.program
+        params, state = self.read_state()
+        x = np.zeros((1,) + tuple(program.input.shape[1:]), np.float32)
+        if program.target is not None:
+            y = (np.zeros(1, np.int64) if program.target.format == "sparse"
+                 else np.zeros((1,) + tuple(program.target.value.shape[1:]), np.float32))
+            data = self.upload(x, y)
+            if program.train is not None:
+                self.train(data, np.zeros(1, np.int64), 1, 0, 1, 0)
+            self.evaluate(data, 1)
+        self.predict(self.upload(x), 1)
+        self.load_state(params, state)
+        self.compiled = True
 
     # state -------------------------------------------------------------
     def load_state(self, params: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> None:

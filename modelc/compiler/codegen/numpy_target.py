@@ -25,6 +25,7 @@ def run_graph(graph: Graph, env: dict[int, np.ndarray]) -> dict[str, np.ndarray]
 
 class NumpyBackend(Backend):
     name = "numpy"
+    compiled = True     # it interprets the IR: nothing to compile
 
     def __init__(self, program, dtype=np.float32):
         super().__init__(program)

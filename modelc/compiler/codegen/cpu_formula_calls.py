@@ -1,0 +1,221 @@
+"""Formula ops as rows of the interpreter's table.
+
+The losses, metrics, their gradients and the optimizer updates are kernels
+that `cpu_formulas.py` generates from the catalog's formulas, generic over
+sizes, with every option a float64 argument. For each of them the kernels
+module gets a wrapper of one signature, `(A, L, r, f, n, step)`, that reads
+the kernel's arguments from a table row (`r`: arena offsets and whole
+numbers; `f`: float64 options) and, for an update, computes the learning rate
+of the step and the rule's per-step scalars first. The interpreter calls the
+wrappers a spec uses as first-class functions made from their addresses (a
+table of numbers, like the rest), so neither it nor anything else is compiled
+per spec; a wrapper (and its kernel) compiles the first time any spec uses
+it, then comes from Numba's cache.
+
+What a row holds comes from `cpu_formulas.lower_call`, the source of the
+op's call for a driver: its arguments are read back here (values, whole
+numbers, options, the schedule and the per-step scalars' options), so the
+options are computed by the formula module alone.
+"""
+from __future__ import annotations
+
+import ast as pyast
+import inspect
+import math
+from dataclasses import dataclass
+
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from modelc.compiler.formulas import SCHEDULE_FUNCTIONS
+from modelc.compiler.ir import BATCH, Op, Value
+from modelc.compiler.primitives import PRIMITIVES
+
+# Every wrapper's type: (arena, label arena, row, its floats, batch rows, step) -> None.
+WRAPPER = types.FunctionType(types.void(types.float32[::1], types.int64[::1], types.int64[::1],
+                                        types.float64[::1], types.int64, types.int64))
+SCHEDULES = sorted(SCHEDULE_FUNCTIONS)
+SCHEDULE_OPTIONS = 3       # the most options a schedule takes
+
+
+class Names:
+    """Variable names and static sizes for `lower_call`, whose output is read back here."""
+
+    def __init__(self):
+        self.names: dict[int, str] = {}
+        self.values: dict[str, Value] = {}
+
+    def __call__(self, value: Value) -> str:
+        if value.id not in self.names:
+            self.names[value.id] = f"v{len(self.names)}"
+            self.values[self.names[value.id]] = value
+        return self.names[value.id]
+
+    @staticmethod
+    def dim(d) -> str:
+        return "n" if d == BATCH else str(int(d))
+
+    def size(self, value: Value) -> str:
+        """Number of elements, as source."""
+        static, batched = 1, False
+        for d in value.shape:
+            if d == BATCH:
+                batched = True
+            else:
+                static *= int(d)
+        return f"n * {static}" if batched else str(static)
+
+    def flat(self, value: Value) -> str:
+        return self(value) if value.rank == 1 else f"{self(value)}.reshape({self.size(value)})"
+
+
+@dataclass(frozen=True)
+class FormulaCall:
+    """A formula op as a row: the wrapper's slot, its whole-number operands (values stand
+    for their arena offsets) and its float64 options."""
+    slot: int
+    ints: tuple
+    floats: tuple[float, ...]
+
+
+def _number(node) -> float | None:
+    """A float literal of `lower_call`'s output (math.inf and -x included), else None."""
+    if isinstance(node, pyast.UnaryOp) and isinstance(node.op, pyast.USub):
+        inner = _number(node.operand)
+        return None if inner is None else -inner
+    if isinstance(node, pyast.Constant) and type(node.value) is float:
+        return node.value
+    if isinstance(node, pyast.Attribute) and isinstance(node.value, pyast.Name) and node.value.id == "math":
+        return float(getattr(math, node.attr))
+    return None
+
+
+@intrinsic
+def wrapper_at(_typingctx, c_address, jit_address):
+    """The wrapper whose compiled code is at these addresses, as a first-class function."""
+    def codegen(context, builder, signature, args):
+        function = cgutils.create_struct_proxy(WRAPPER)(context, builder)
+        pointer = context.get_value_type(types.voidptr)
+        function.c_addr = builder.inttoptr(args[0], pointer)
+        function.jit_addr = builder.inttoptr(args[1], pointer)
+        function.py_addr = context.get_constant_null(types.voidptr)
+        return function._getvalue()
+    return WRAPPER(c_address, jit_address), codegen
+
+
+def addresses(dispatcher) -> tuple[int, int]:
+    """Compile (or load) a wrapper for its one signature: its cfunc and jit entry points."""
+    signature = WRAPPER.signature
+    dispatcher.compile(signature)
+    result = dispatcher.get_compile_result(signature)
+    return (result.library.get_pointer_to_function(result.fndesc.llvm_cfunc_wrapper_name),
+            result.library.get_pointer_to_function(result.fndesc.llvm_func_name))
+
+
+class Formulas:
+    """The formula kernels of one spec, each in a slot of the interpreter's address table."""
+
+    def __init__(self):
+        self.kernels: list[str] = []
+
+    def add(self, op: Op) -> FormulaCall:
+        from modelc.compiler.codegen.cpu_formulas import lower_call
+        names = Names()
+        lines = [pyast.parse(line).body[0] for line in lower_call(op, names)]
+        *setup, last = lines
+        call = last.value
+        name = call.func.id
+        if name not in self.kernels:
+            self.kernels.append(name)
+        slot = self.kernels.index(name)
+
+        def value(node) -> Value:
+            while not isinstance(node, pyast.Name):     # v3, v3.reshape(...), v3.reshape(...)[0]
+                node = node.func.value if isinstance(node, pyast.Call) else node.value
+            return names.values[node.id]
+
+        if name == "sum_squares":
+            x, size = call.args
+            return FormulaCall(slot, (value(x), value(last.targets[0]), size.value), ())
+        args = call.args
+        if not name.startswith("update_"):
+            grad = name.startswith("grad_")
+            arrays = [value(a) for a in args[:4 if grad else 3]]
+            k = args[5 if grad else 4].value
+            return FormulaCall(slot, (*arrays, k), tuple(_number(a) for a in args[6 if grad else 5:]))
+        rate = setup[0].value
+        schedule = [_number(a) for a in rate.args[1:]]
+        scalars = [_number(a) for a in setup[1].value.args[2:]] if len(setup) > 1 else []
+        at = next(i for i, a in enumerate(args) if isinstance(a, pyast.Name) and a.id == "rate")
+        arrays = [value(a) for a in args[:at - 2]]
+        sumsq = args[at - 1]
+        consts = [_number(a) for a in args[at + 1:] if not isinstance(a, pyast.Subscript)]
+        ints = (*arrays, args[at - 2].value, -1 if _number(sumsq) is not None else value(sumsq),
+                SCHEDULES.index(rate.func.id[len("schedule_"):]))
+        floats = schedule + [0.0] * (1 + SCHEDULE_OPTIONS - len(schedule)) + scalars + consts
+        return FormulaCall(slot, ints, tuple(floats))
+
+
+# ---------------------------------------------------------------- the wrappers (one per formula kernel)
+
+def wrappers_source() -> str:
+    """Every formula kernel, a wrapper for each, and the schedule by number."""
+    from modelc.compiler.codegen import cpu_formulas
+    names = sorted(cpu_formulas._KERNELS)
+    parts = [cpu_formulas.kernels_source(names), _schedule_source()]
+    tree = pyast.parse(parts[0])
+    params = {f.name: [a.arg for a in f.args.args] for f in tree.body if isinstance(f, pyast.FunctionDef)}
+    rules = {p.formula({}).name: p.formula({}) for p in PRIMITIVES.values() if p.kind == "update"}
+    for name in names:
+        if name == "sum_squares":
+            body = ["A[r[2]] = sum_squares(A[r[1]:r[1] + r[3]], r[3])"]
+        elif name.startswith("update_"):
+            body = _update_body(name, params[name], rules[name[len("update_"):]])
+        else:
+            body = _row_body(name, params[name])
+        parts.append("\n".join(["@njit(**JIT)", f"def x_{name}(A, L, r, f, n, step):"] + ["    " + b for b in body]))
+    return "\n\n\n".join(parts)
+
+
+def _row_body(name: str, params: list[str]) -> list[str]:
+    """row/grad kernels: (y, p, [g], out, rows, k, a0, ...); r = [slot, y, p, (g), out, k]."""
+    grad = name.startswith("grad_")
+    k_at = 5 if grad else 4
+    y = "L[r[1]:r[1] + n]" if name.endswith("_labels") else "A[r[1]:r[1] + n * k].reshape((n, k))"
+    args = [y, "A[r[2]:r[2] + n * k].reshape((n, k))"]
+    if grad:
+        args += ["A[r[3]:r[3] + n]", "A[r[4]:r[4] + n * k].reshape((n, k))"]
+    else:
+        args += ["A[r[3]:r[3] + n]"]
+    options = len(params) - len(args) - 2
+    return [f"k = r[{k_at}]", f"{name}({', '.join(args + ['n', 'k'] + [f'f[{i}]' for i in range(options)])})"]
+
+
+def _update_body(name: str, params: list[str], rule) -> list[str]:
+    """update kernels: (w, g, s0.., size, sumsq, lr, scalars.., a0..);
+    r = [slot, w, g, s0.., size, sumsq offset or -1, schedule]; f = [lr, 3 schedule options, scalar options, a0..]."""
+    arrays = 2 + len(rule.state)
+    views = [f"A[r[{i}]:r[{i}] + size]" for i in range(1, 1 + arrays)]
+    scalar_options = len(rule.scalar_options)
+    base = 1 + SCHEDULE_OPTIONS
+    consts = len(params) - arrays - 3 - len(rule.scalar_names)
+    body = [f"size = r[{1 + arrays}]", f"sumsq = A[r[{2 + arrays}]] if r[{2 + arrays}] >= 0 else f32(0.0)",
+            f"rate = schedule(r[{3 + arrays}], step, f[0], f[1], f[2], f[3])"]
+    scalars = []
+    if rule.scalars is not None:
+        opts = "".join(f", f[{base + i}]" for i in range(scalar_options))
+        body.append(f"sc = scalars_{rule.name}(step, rate{opts})")
+        scalars = [f"sc[{i}]" for i in range(len(rule.scalar_names))]
+    options = [f"f[{base + scalar_options + i}]" for i in range(consts)]
+    return body + [f"{name}({', '.join(views + ['size', 'sumsq', 'rate'] + scalars + options)})"]
+
+
+def _schedule_source() -> str:
+    lines = ["@njit(**JIT)", "def schedule(kind, step, lr, o0, o1, o2):"]
+    for i, kind in enumerate(SCHEDULES):
+        count = len(inspect.signature(SCHEDULE_FUNCTIONS[kind]).parameters) - 2
+        args = ", ".join(["step", "lr"] + [f"o{j}" for j in range(count)])
+        lines += [f"    if kind == {i}:", f"        return schedule_{kind}({args})"]
+    lines.append("    return lr")
+    return "\n".join(lines)
