@@ -132,8 +132,8 @@ def report(out: dict, runs: int) -> str:
     rows = [("cold: a new spec, process start to its first training step", "cold"),
             ("warm: the same spec, a new process", "warm"),
             ("recompile: the same spec again in one process, with a step", "recompile"),
-            ("evaluate (10,000 test samples) after fit", "evaluate"),
-            ("predict (10,000 test samples) after fit", "predict"),
+            ("the first evaluate after fit (512 test samples)", "evaluate"),
+            ("the first predict after fit (512 test samples)", "predict"),
             ("`modelc train`, a new spec, whole process", "train_cold"),
             ("`modelc train`, the same spec again, whole process", "train_warm")]
     lines = [f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC — start-up, target cpu", "",

@@ -213,7 +213,7 @@ class CpuBackend(Backend):
         import scipy.linalg.cython_blas  # noqa: F401 - the BLAS numba calls: loaded before its threads are set
         from modelc.threads import configure_threads
         configure_threads()
-        self.formulas = Formulas()
+        self.formulas = Formulas(cache_dir() / f"modelc_cpu_formulas_{fingerprint()}.json")
         self.lowered = {kind: lower_graph(getattr(program, kind), self.formulas)
                         for kind in GRAPHS if getattr(program, kind) is not None}
         self.persistent: dict[str, int] = {}
@@ -234,6 +234,7 @@ class CpuBackend(Backend):
         if self.compiled:
             return
         kernels = kernels_module()
+        self.formulas.save()
         self._formulas = np.array([addresses(getattr(kernels, f"x_{name}")) for name in self.formulas.kernels],
                                   np.int64).reshape(-1, 2)
         self._run = kernels.run

@@ -15,14 +15,16 @@ it, then comes from Numba's cache.
 What a row holds comes from `cpu_formulas.lower_call`, the source of the
 op's call for a driver: its arguments are read back here (values, whole
 numbers, options, the schedule and the per-step scalars' options), so the
-options are computed by the formula module alone.
+options are computed by the formula module alone, and kept on disk.
 """
 from __future__ import annotations
 
 import ast as pyast
 import inspect
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from numba import types
 from numba.core import cgutils
@@ -31,6 +33,7 @@ from numba.extending import intrinsic
 from modelc.compiler.formulas import SCHEDULE_FUNCTIONS
 from modelc.compiler.ir import BATCH, Op, Value
 from modelc.compiler.primitives import PRIMITIVES
+from modelc.files import atomic_write
 
 # Every wrapper's type: (arena, label arena, row, its floats, batch rows, step) -> None.
 WRAPPER = types.FunctionType(types.void(types.float32[::1], types.int64[::1], types.int64[::1],
@@ -113,48 +116,89 @@ def addresses(dispatcher) -> tuple[int, int]:
             result.library.get_pointer_to_function(result.fndesc.llvm_func_name))
 
 
-class Formulas:
-    """The formula kernels of one spec, each in a slot of the interpreter's address table."""
+def _values(op: Op) -> list[Value]:
+    values: list[Value] = []
+    for value in op.inputs + op.outputs:
+        if value not in values:
+            values.append(value)
+    return values
 
-    def __init__(self):
+
+def _describe(op: Op) -> str:
+    """Everything an op's row depends on besides the registries: its primitive, its
+    attributes, and the dtype, shape and role of each value it reads or writes, in order."""
+    values = _values(op)
+    return repr((op.prim, sorted(op.attrs.items()), [values.index(v) for v in op.inputs + op.outputs],
+                 [(v.dtype, tuple(v.shape), v.role) for v in values]))
+
+
+def _read_call(op: Op) -> list:
+    """[kernel, ints, floats] for an op, read from its `lower_call` source; a value in
+    `ints` is ["v", its index in `_values(op)`]."""
+    from modelc.compiler.codegen.cpu_formulas import lower_call
+    names = Names()
+    *setup, last = [pyast.parse(line).body[0] for line in lower_call(op, names)]
+    call = last.value
+    name = call.func.id
+    values = _values(op)
+
+    def value(node) -> list:
+        while not isinstance(node, pyast.Name):     # v3, v3.reshape(...), v3.reshape(...)[0]
+            node = node.func.value if isinstance(node, pyast.Call) else node.value
+        return ["v", values.index(names.values[node.id])]
+
+    args = call.args
+    if name == "sum_squares":
+        return [name, [value(args[0]), value(last.targets[0]), args[1].value], []]
+    if not name.startswith("update_"):
+        grad = name.startswith("grad_")
+        arrays = [value(a) for a in args[:4 if grad else 3]]
+        return [name, arrays + [args[5 if grad else 4].value], [_number(a) for a in args[6 if grad else 5:]]]
+    rate = setup[0].value
+    schedule = [_number(a) for a in rate.args[1:]]
+    scalars = [_number(a) for a in setup[1].value.args[2:]] if len(setup) > 1 else []
+    at = next(i for i, a in enumerate(args) if isinstance(a, pyast.Name) and a.id == "rate")
+    sumsq = args[at - 1]
+    ints = [value(a) for a in args[:at - 2]] + [args[at - 2].value, -1 if _number(sumsq) is not None
+                                                else value(sumsq), SCHEDULES.index(rate.func.id[len("schedule_"):])]
+    consts = [_number(a) for a in args[at + 1:] if not isinstance(a, pyast.Subscript)]
+    return [name, ints, schedule + [0.0] * (1 + SCHEDULE_OPTIONS - len(schedule)) + scalars + consts]
+
+
+class Formulas:
+    """The formula kernels of one spec, each in a slot of the interpreter's address table.
+    The rows already read are kept in a file (`path`, named by the registries' hash), so a
+    spec seen before needs nothing of `cpu_formulas` (its import alone costs 0.2 s)."""
+
+    def __init__(self, path: Path):
+        self.path = path
         self.kernels: list[str] = []
+        self.known = self._read()
+        self.learned = False
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
 
     def add(self, op: Op) -> FormulaCall:
-        from modelc.compiler.codegen.cpu_formulas import lower_call
-        names = Names()
-        lines = [pyast.parse(line).body[0] for line in lower_call(op, names)]
-        *setup, last = lines
-        call = last.value
-        name = call.func.id
+        key = _describe(op)
+        if key not in self.known:
+            self.known[key] = _read_call(op)
+            self.learned = True
+        name, ints, floats = self.known[key]
         if name not in self.kernels:
             self.kernels.append(name)
-        slot = self.kernels.index(name)
+        values = _values(op)
+        return FormulaCall(self.kernels.index(name), tuple(values[x[1]] if isinstance(x, list) else x for x in ints),
+                           tuple(floats))
 
-        def value(node) -> Value:
-            while not isinstance(node, pyast.Name):     # v3, v3.reshape(...), v3.reshape(...)[0]
-                node = node.func.value if isinstance(node, pyast.Call) else node.value
-            return names.values[node.id]
-
-        if name == "sum_squares":
-            x, size = call.args
-            return FormulaCall(slot, (value(x), value(last.targets[0]), size.value), ())
-        args = call.args
-        if not name.startswith("update_"):
-            grad = name.startswith("grad_")
-            arrays = [value(a) for a in args[:4 if grad else 3]]
-            k = args[5 if grad else 4].value
-            return FormulaCall(slot, (*arrays, k), tuple(_number(a) for a in args[6 if grad else 5:]))
-        rate = setup[0].value
-        schedule = [_number(a) for a in rate.args[1:]]
-        scalars = [_number(a) for a in setup[1].value.args[2:]] if len(setup) > 1 else []
-        at = next(i for i, a in enumerate(args) if isinstance(a, pyast.Name) and a.id == "rate")
-        arrays = [value(a) for a in args[:at - 2]]
-        sumsq = args[at - 1]
-        consts = [_number(a) for a in args[at + 1:] if not isinstance(a, pyast.Subscript)]
-        ints = (*arrays, args[at - 2].value, -1 if _number(sumsq) is not None else value(sumsq),
-                SCHEDULES.index(rate.func.id[len("schedule_"):]))
-        floats = schedule + [0.0] * (1 + SCHEDULE_OPTIONS - len(schedule)) + scalars + consts
-        return FormulaCall(slot, ints, tuple(floats))
+    def save(self) -> None:
+        """Add the rows read in this process to the file (atomically)."""
+        if self.learned:
+            atomic_write(self.path, json.dumps({**self._read(), **self.known}).encode(), make_folder=True)
+            self.learned = False
 
 
 # ---------------------------------------------------------------- the wrappers (one per formula kernel)
