@@ -129,9 +129,9 @@ _FORMAT = {"sparse": "sparse", "categorical": "onehot"}
 
 def _metrics_for(kind: str) -> str:
     fmt = _FORMAT.get(kind, "dense")
-    names = [name for name, d in METRICS.items() if fmt in d.targets]
+    names = [name for name, d in METRICS.items() if fmt in d.targets and not d.by_format]
     if fmt != "dense" or kind == "binary":
-        names.append("accuracy")
+        names.append("accuracy")      # resolved by the target's format
     return ", ".join(f"{n}(k=2)" if n == "top_k_categorical_accuracy" else n for n in names)
 
 

@@ -83,6 +83,8 @@ def main():
         "sgd:clipvalue=0.3": O.SGD(learning_rate=0.1, clipvalue=0.3),
         "sgd:global_clipnorm=0.5": O.SGD(learning_rate=0.1, global_clipnorm=0.5),
         "nadam:clipnorm=0.5": O.Nadam(learning_rate=0.01, clipnorm=0.5),
+        # (the schedules' values in test_formulas.py came from ExponentialDecay(0.1, 2, 0.5),
+        # the same with staircase=True, InverseTimeDecay(0.1, 1, 0.5) and CosineDecay(0.01, 2, alpha=0.1))
     }
     for key, opt in cases.items():
         ws = [keras.Variable(w.copy()) for w in W0]

@@ -68,6 +68,18 @@ OPTIMIZER_VALUES = {
     'nadam:clipnorm=0.5': [[0.98604178, 2.01219487, -0.52430183], [0.29109275, -0.23106852]],
 }
 
+# Keras's learning-rate schedules (keras.optimizers.schedules.*), with modelc's schedule tuples
+SCHEDULE_VALUES = {
+    ("sgd", ("exponential_decay", 0.5, 2, False)):
+        [[0.93171573, 2.12656856, -0.5653553], [0.14571068, -0.25621322]],    # ExponentialDecay(0.1, 2, 0.5)
+    ("sgd", ("exponential_decay", 0.5, 2, True)):
+        [[0.91999996, 2.14999986, -0.57999998], [0.17500001, -0.26500002]],   # ... staircase=True
+    ("sgd", ("inverse_time_decay", 0.5, 1, False)):
+        [[0.93333334, 2.12333322, -0.56333333], [0.14166668, -0.255]],        # InverseTimeDecay(0.1, 1, 0.5)
+    ("adam", ("cosine_decay", 2, 0.1)):
+        [[0.98402709, 2.01585484, -0.51615518], [0.28819481, -0.21596636]],   # CosineDecay(0.01, 2, alpha=0.1)
+}
+
 LOSS_INPUTS = {   # loss kind -> (target, prediction on probabilities/values, on logits)
     "regression": ("Y_REG", "P_REG", None), "count": ("Y_CNT", "P_CNT", None),
     "margin": ("Y_BIN", "Z_BIN", None), "binary": ("Y_BIN", "P_BIN", "Z_BIN"),
@@ -119,10 +131,10 @@ def test_metric_matches_keras(key):
     assert _metric_value(name, options, INPUTS[y], prediction) == pytest.approx(METRIC_VALUES[key], abs=1e-7)
 
 
-def _train(name: str, options: dict) -> list[np.ndarray]:
+def _train(name: str, options: dict, schedule=("constant",)) -> list[np.ndarray]:
     d = OPTIMIZERS[name]
     attrs = {param.name: param.default for param in d.params}
-    attrs.update(options, lr=0.1 if name in ("sgd", "adagrad") else 0.01, schedule=("constant",))
+    attrs.update(options, lr=0.1 if name in ("sgd", "adagrad") else 0.01, schedule=schedule)
     rule = d.rule
     weights = [w.copy() for w in W0]
     start = rule.initial(attrs)
@@ -146,9 +158,17 @@ def test_optimizer_matches_keras(key):
         np.testing.assert_allclose(got, expected, rtol=3e-6, atol=2e-7)
 
 
+@pytest.mark.parametrize("name, schedule", sorted(SCHEDULE_VALUES), ids=lambda v: str(v))
+def test_schedule_matches_keras(name, schedule):
+    for got, expected in zip(_train(name, {}, schedule), SCHEDULE_VALUES[name, schedule]):
+        np.testing.assert_allclose(got, expected, rtol=3e-6, atol=2e-7)
+
+
 def test_every_formula_has_a_keras_value():
     assert {k.partition(":")[0] for k in LOSS_VALUES} == set(LOSSES)
     with_rules = {name for name, d in METRICS.items() if d.rule or d.ratio}
     assert with_rules - {k.partition(":")[0] for k in METRIC_VALUES} == set()
     assert {k.partition(":")[0] for k in OPTIMIZER_VALUES} == set(OPTIMIZERS)
     assert {o for k in OPTIMIZER_VALUES for o in _options(k)[1]} >= {"clipnorm", "clipvalue", "global_clipnorm"}
+    from modelc.compiler.catalog import SCHEDULES
+    assert {schedule[0] for _, schedule in SCHEDULE_VALUES} == set(SCHEDULES) - {"constant"}

@@ -148,8 +148,15 @@ class UpdateRule:
     scalar_options: tuple[str, ...] = ()
     init: tuple[tuple[str, str], ...] = ()       # (state, the option holding its start value)
 
+    @property
+    def variables(self) -> set[str]:
+        """The names a body reads that change per element or per step (never folded as options,
+        though `lr` is also the option the schedule starts from)."""
+        return {"w", "g", "sumsq", "lr", *self.state, *self.scalar_names, *(t for t, _ in self.body)}
+
     def folded_body(self, options: dict) -> list[tuple[str, str]]:
-        consts = {k: float(v) for k, v in options.items() if isinstance(v, (int, float))}
+        consts = {k: float(v) for k, v in options.items()
+                  if isinstance(v, (int, float)) and k not in self.variables}
         return [(target, expr.fold(e, consts)) for target, e in self.body]
 
     def initial(self, options: dict) -> dict[str, float]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import ast as pyast
 import inspect
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from modelc.compiler.formulas import SCHEDULE_FUNCTIONS
-from modelc.compiler.ir import BATCH, Op, Value
+from modelc.compiler.ir import Op, Value
 from modelc.compiler.primitives import PRIMITIVES
 from modelc.files import atomic_write
 
@@ -42,37 +41,6 @@ SCHEDULES = sorted(SCHEDULE_FUNCTIONS)
 SCHEDULE_OPTIONS = 3       # the most options a schedule takes
 
 
-class Names:
-    """Variable names and static sizes for `lower_call`, whose output is read back here."""
-
-    def __init__(self):
-        self.names: dict[int, str] = {}
-        self.values: dict[str, Value] = {}
-
-    def __call__(self, value: Value) -> str:
-        if value.id not in self.names:
-            self.names[value.id] = f"v{len(self.names)}"
-            self.values[self.names[value.id]] = value
-        return self.names[value.id]
-
-    @staticmethod
-    def dim(d) -> str:
-        return "n" if d == BATCH else str(int(d))
-
-    def size(self, value: Value) -> str:
-        """Number of elements, as source."""
-        static, batched = 1, False
-        for d in value.shape:
-            if d == BATCH:
-                batched = True
-            else:
-                static *= int(d)
-        return f"n * {static}" if batched else str(static)
-
-    def flat(self, value: Value) -> str:
-        return self(value) if value.rank == 1 else f"{self(value)}.reshape({self.size(value)})"
-
-
 @dataclass(frozen=True)
 class FormulaCall:
     """A formula op as a row: the wrapper's slot, its whole-number operands (values stand
@@ -80,18 +48,6 @@ class FormulaCall:
     slot: int
     ints: tuple
     floats: tuple[float, ...]
-
-
-def _number(node) -> float | None:
-    """A float literal of `lower_call`'s output (math.inf and -x included), else None."""
-    if isinstance(node, pyast.UnaryOp) and isinstance(node.op, pyast.USub):
-        inner = _number(node.operand)
-        return None if inner is None else -inner
-    if isinstance(node, pyast.Constant) and type(node.value) is float:
-        return node.value
-    if isinstance(node, pyast.Attribute) and isinstance(node.value, pyast.Name) and node.value.id == "math":
-        return float(getattr(math, node.attr))
-    return None
 
 
 @intrinsic
@@ -133,36 +89,18 @@ def _describe(op: Op) -> str:
 
 
 def _read_call(op: Op) -> list:
-    """[kernel, ints, floats] for an op, read from its `lower_call` source; a value in
-    `ints` is ["v", its index in `_values(op)`]."""
-    from modelc.compiler.codegen.cpu_formulas import lower_call
-    names = Names()
-    *setup, last = [pyast.parse(line).body[0] for line in lower_call(op, names)]
-    call = last.value
-    name = call.func.id
+    """[kernel, ints, floats] for an op, from `cpu_formulas.kernel_call`; a value in `ints`
+    is ["v", its index in `_values(op)`], so the row can be kept as JSON."""
+    from modelc.compiler.codegen.cpu_formulas import kernel_call
+    call = kernel_call(op)
     values = _values(op)
-
-    def value(node) -> list:
-        while not isinstance(node, pyast.Name):     # v3, v3.reshape(...), v3.reshape(...)[0]
-            node = node.func.value if isinstance(node, pyast.Call) else node.value
-        return ["v", values.index(names.values[node.id])]
-
-    args = call.args
-    if name == "sum_squares":
-        return [name, [value(args[0]), value(last.targets[0]), args[1].value], []]
-    if not name.startswith("update_"):
-        grad = name.startswith("grad_")
-        arrays = [value(a) for a in args[:4 if grad else 3]]
-        return [name, arrays + [args[5 if grad else 4].value], [_number(a) for a in args[6 if grad else 5:]]]
-    rate = setup[0].value
-    schedule = [_number(a) for a in rate.args[1:]]
-    scalars = [_number(a) for a in setup[1].value.args[2:]] if len(setup) > 1 else []
-    at = next(i for i, a in enumerate(args) if isinstance(a, pyast.Name) and a.id == "rate")
-    sumsq = args[at - 1]
-    ints = [value(a) for a in args[:at - 2]] + [args[at - 2].value, -1 if _number(sumsq) is not None
-                                                else value(sumsq), SCHEDULES.index(rate.func.id[len("schedule_"):])]
-    consts = [_number(a) for a in args[at + 1:] if not isinstance(a, pyast.Subscript)]
-    return [name, ints, schedule + [0.0] * (1 + SCHEDULE_OPTIONS - len(schedule)) + scalars + consts]
+    arrays = [["v", values.index(v)] for v in call.values]
+    if call.schedule is None:
+        return [call.kernel, arrays + list(call.sizes), list(call.floats)]
+    sumsq = -1 if call.sumsq is None else ["v", values.index(call.sumsq)]
+    schedule = list(call.schedule_args) + [0.0] * (1 + SCHEDULE_OPTIONS - len(call.schedule_args))
+    return [call.kernel, arrays + list(call.sizes) + [sumsq, SCHEDULES.index(call.schedule)],
+            schedule + list(call.scalar_options) + list(call.floats)]
 
 
 class Formulas:
@@ -206,7 +144,7 @@ class Formulas:
 def wrappers_source() -> str:
     """Every formula kernel, a wrapper for each, and the schedule by number."""
     from modelc.compiler.codegen import cpu_formulas
-    names = sorted(cpu_formulas._KERNELS)
+    names = list(cpu_formulas.KERNEL_NAMES)
     parts = [cpu_formulas.kernels_source(names), _schedule_source()]
     tree = pyast.parse(parts[0])
     params = {f.name: [a.arg for a in f.args.args] for f in tree.body if isinstance(f, pyast.FunctionDef)}

@@ -4,30 +4,24 @@ and per update rule (optimizers), generic over sizes, with the options passed as
 float64 arguments — so a kernel's source depends only on its formula, and every
 spec that uses a formula shares it (Numba caches it on disk).
 
-`kernels_source(names)` is the source of the named kernels (with the helpers they
-need), `kernel_names(graph)` the kernels a graph uses, and `lower_call(op, names)`
-the driver's lines that call an op's kernel. A formula's options become kernel
-arguments through `expr.parametrize`: every subexpression of options alone is
-computed in float64 on the host, then rounded to float32 in the kernel.
+`KERNEL_NAMES` lists every kernel, `kernels_source(names)` is the source of the
+named kernels (with the per-step scalar functions they need), and
+`kernel_call(op)` says, as data, how an op calls its kernel. A formula's options
+become kernel arguments through `expr.parametrize`: every subexpression of
+options alone is computed in float64 on the host, then rounded to float32 in
+the kernel.
 
 Semantics are the NumPy reference's (`formulas.row_value`, `row_grad`,
 `apply_update`): the same expressions in the same order, in float32.
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 from modelc.compiler import expr
 from modelc.compiler.formulas import RowRule, UpdateRule
-from modelc.compiler.ir import I64, Graph, Op
+from modelc.compiler.ir import I64, Op, Value
 from modelc.compiler.primitives import PRIMITIVES
-
-FORMULA_KINDS = ("row", "row_grad", "update")
-
-
-def _is_formula(op: Op) -> bool:
-    return PRIMITIVES[op.prim].kind in FORMULA_KINDS
-
 
 def kernel_name(op: Op) -> str:
     prim = PRIMITIVES[op.prim]
@@ -36,11 +30,6 @@ def kernel_name(op: Op) -> str:
         return f"update_{rule.name}"
     mode = "labels" if op.inputs[0].dtype == I64 else "values"
     return f"{'grad' if prim.kind == 'row_grad' else 'row'}_{rule.name}_{mode}"
-
-
-def kernel_names(graph: Graph) -> list[str]:
-    return sorted({kernel_name(op) for op in graph.ops if _is_formula(op)} |
-                  {"sum_squares" for op in graph.ops if op.prim == "sum_squares"})
 
 
 # ---------------------------------------------------------------- row kernels
@@ -111,7 +100,7 @@ def _row_kernel(rule: RowRule, grad: bool, labels: bool) -> tuple[str, list[str]
 # ---------------------------------------------------------------- update kernels
 
 def _update_kernel(rule: UpdateRule) -> tuple[str, list[str]]:
-    variables = {"w", "g", "sumsq", "lr", *rule.state, *rule.scalar_names, *(t for t, _ in rule.body)}
+    variables = rule.variables
     options = set().union(*(expr.names(e) for _, e in rule.body)) - variables
     table: list[str] = []
     body = [(target, expr.parametrize(e, options, table)) for target, e in rule.body]
@@ -163,6 +152,7 @@ def _kernels() -> dict[str, tuple[str, list[str]]]:
 
 
 _KERNELS = _kernels()
+KERNEL_NAMES = tuple(sorted(_KERNELS))
 
 
 def kernels_source(names: list[str]) -> str:
@@ -174,53 +164,47 @@ def kernels_source(names: list[str]) -> str:
     return "\n\n\n".join(parts)
 
 
-def _constants(table: list[str], attrs: dict) -> list[str]:
+def _constants(table: list[str], attrs: dict) -> tuple[float, ...]:
     values = {k: float(v) for k, v in attrs.items() if isinstance(v, (int, float))}
-    return [_number(expr.evaluate_constant(source, values)) for source in table]
+    return tuple(expr.evaluate_constant(source, values) for source in table)
 
 
-def _number(value: float) -> str:
-    """A float64 as source: finite numbers exactly, infinities and NaN by name."""
-    if math.isnan(value):
-        return "math.nan"
-    if math.isinf(value):
-        return "math.inf" if value > 0 else "-math.inf"
-    return repr(value)
+@dataclass(frozen=True)
+class KernelCall:
+    """How a formula op (or sum_squares) calls its kernel, as data: the kernel, the values it
+    reads and writes (as flat or per-sample arrays, in the kernel's order), the whole-number
+    sizes, and float64 arguments. For an update, also the schedule, its arguments (lr, then
+    the schedule's options) and the options of the rule's per-step scalars, and the value
+    holding the gradient's sum of squares (norm clipping) or None."""
+    kernel: str
+    values: tuple[Value, ...]
+    sizes: tuple[int, ...]
+    floats: tuple[float, ...]
+    schedule: str | None = None
+    schedule_args: tuple[float, ...] = ()
+    scalar_options: tuple[float, ...] = ()
+    sumsq: Value | None = None
 
 
-def lower_call(op: Op, v) -> list[str]:
-    """The driver's lines for a formula op (or sum_squares), with `v` the driver's value names."""
+def kernel_call(op: Op) -> KernelCall:
+    """The call of `op`'s kernel: `row_*` kernels take (y, p, out, rows, k, *floats),
+    `grad_*` (y, p, g, out, rows, k, *floats), `update_*` (w, g, *state, size, sumsq, lr,
+    *per-step scalars, *floats), `sum_squares` (x, size) and returns the sum."""
     if op.prim == "sum_squares":
         (x,) = op.inputs
-        return [f"{v.flat(op.out)}[0] = sum_squares({v.flat(x)}, {v.size(x)})"]
+        return KernelCall("sum_squares", (x, op.out), (x.sample_size(),), ())
     prim = PRIMITIVES[op.prim]
     name = kernel_name(op)
     table = _KERNELS[name][1]
     attrs = prim.options(op.attrs)
     rule = prim.formula(attrs)
     if prim.kind == "update":
-        w, g = op.inputs[:2]
-        states = op.inputs[2:2 + len(rule.state)]
-        step = op.inputs[2 + len(rule.state)]
-        sumsq = f"{v.flat(op.inputs[-1])}[0]" if len(op.inputs) > len(rule.state) + 3 else "0.0"
+        state = op.inputs[2:2 + len(rule.state)]
+        extra = op.inputs[3 + len(rule.state):]
         kind, *schedule = attrs.get("schedule", ("constant",))
-        rate_args = ", ".join(_number(float(a)) for a in [attrs["lr"], *schedule])
-        lines = [f"rate = schedule_{kind}({v(step)}, {rate_args})"]
-        scalars = []
-        if rule.scalars is not None:
-            opts = ", ".join(_number(float(attrs[o])) for o in rule.scalar_options)
-            lines.append(f"sc = scalars_{rule.name}({v(step)}, rate{', ' + opts if opts else ''})")
-            scalars = [f"sc[{i}]" for i in range(len(rule.scalar_names))]
-        args = [v.flat(w), v.flat(g), *(v.flat(s) for s in states), v.size(w), sumsq, "rate", *scalars,
-                *_constants(table, attrs)]
-        return lines + [f"{name}({', '.join(args)})"]
-    y, p = op.inputs[0], op.inputs[1]
-    rows, k = "n", p.sample_size()
-    consts = _constants(table, {**dict(rule.internal), **attrs})
-    mat = lambda value: (v(value) if value.rank == 2 else f"{v(value)}.reshape(({rows}, {k}))")  # noqa: E731
-    ys = v(y) if y.dtype == I64 else mat(y)
-    if prim.kind == "row_grad":
-        args = [ys, mat(p), v(op.inputs[2]), mat(op.out), rows, str(k), *consts]
-    else:
-        args = [ys, mat(p), v(op.out), rows, str(k), *consts]
-    return [f"{name}({', '.join(args)})"]
+        return KernelCall(name, (op.inputs[0], op.inputs[1], *state), (op.inputs[0].sample_size(),),
+                          _constants(table, attrs), kind, tuple(float(a) for a in [attrs["lr"], *schedule]),
+                          tuple(float(attrs[o]) for o in rule.scalar_options), extra[0] if extra else None)
+    values = op.inputs + op.outputs
+    return KernelCall(name, tuple(values), (op.inputs[1].sample_size(),),
+                      _constants(table, {**dict(rule.internal), **attrs}))
