@@ -106,6 +106,12 @@ def names(expression: str) -> set[str]:
 def substitute(expression: str, macros: dict[str, str]) -> str:
     """Replace each variable named in `macros` by its (parenthesised) expression, repeatedly,
     so a macro may use the macros before it."""
+    return _substitute(expression, tuple(macros.items()))
+
+
+@lru_cache(maxsize=4096)
+def _substitute(expression: str, items: tuple) -> str:
+    macros = dict(items)
     class Expand(pyast.NodeTransformer):
         def visit_Name(self, node):
             if node.id in macros:     # a fresh tree each time: unparse keeps state per node
@@ -133,8 +139,13 @@ def fold(expression: str, options: dict[str, float]) -> str:
     """`expression` with every subexpression that reads only numbers and `options` replaced
     by its float64 value (written exactly, so targets round it to float32 once), and each
     `where` whose condition is such a constant replaced by the branch it picks."""
+    return _fold(expression, tuple(sorted((k, float(v)) for k, v in options.items())))
+
+
+@lru_cache(maxsize=4096)
+def _fold(expression: str, options: tuple) -> str:
     tree = pyast.parse(expression, mode="eval")
-    values = {k: float(v) for k, v in options.items()}
+    values = dict(options)
 
     def constant(node) -> bool:
         if isinstance(node, pyast.Name):
@@ -204,19 +215,28 @@ def evaluate(expression: str, env: dict, dtype=None) -> np.ndarray:
         dtype = np.result_type(*floats) if floats else np.float64
     dtype = np.dtype(dtype)
 
-    class Typed(pyast.NodeTransformer):
-        def visit_Constant(self, node):
-            if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-                return pyast.Call(func=pyast.Name(id="_t", ctx=pyast.Load()), args=[node], keywords=[])
-            return node
-
-    tree = pyast.fix_missing_locations(Typed().visit(pyast.parse(expression, mode="eval")))
+    code = _numpy_code(expression)
     scope = dict(FUNCTIONS, _t=dtype.type)
     scope.update({k: (v if isinstance(v, np.ndarray) else dtype.type(v)) for k, v in env.items()})
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        out = eval(compile(tree, "<formula>", "eval"), {"__builtins__": {}}, scope)
+        out = eval(code, {"__builtins__": {}}, scope)
     out = np.asarray(out)
     return out if out.dtype.kind in "bi" else out.astype(dtype, copy=False)
+
+
+class _Typed(pyast.NodeTransformer):
+    """Numbers become `_t(number)`, so they take the evaluation's dtype."""
+
+    def visit_Constant(self, node):
+        if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return pyast.Call(func=pyast.Name(id="_t", ctx=pyast.Load()), args=[node], keywords=[])
+        return node
+
+
+@lru_cache(maxsize=4096)
+def _numpy_code(expression: str):
+    tree = pyast.fix_missing_locations(_Typed().visit(pyast.parse(expression, mode="eval")))
+    return compile(tree, "<formula>", "eval")
 
 
 class _ToScalar(pyast.NodeTransformer):
