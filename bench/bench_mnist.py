@@ -269,11 +269,10 @@ def main(argv=None) -> int:
     report = format_report(args, rows, cold, warm, peers)
     print(report)
     if args.write:
+        from modelc.files import atomic_write
         path = Path(args.write)
         previous = path.read_text() if path.exists() else "# Benchmark results\n"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(previous.rstrip() + "\n\n" + report + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, (previous.rstrip() + "\n\n" + report + "\n").encode())
     return 0
 
 

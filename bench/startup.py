@@ -173,11 +173,10 @@ def main(argv=None) -> int:
     text = report(out, args.runs)
     print(text)
     if args.write:
+        from modelc.files import atomic_write
         path = Path(args.write)
         previous = path.read_text() if path.exists() else "# Benchmark results\n"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(previous.rstrip() + "\n\n" + text + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, (previous.rstrip() + "\n\n" + text + "\n").encode())
     return 0
 
 

@@ -135,6 +135,20 @@ def _evaluate64(tree, env: dict) -> float:
         return float(eval(compile(tree, "<constant>", "eval"), {"__builtins__": {}}, scope))
 
 
+def _constant(node, options) -> bool:
+    """Whether a subexpression reads only numbers and the names in `options`."""
+    if isinstance(node, pyast.Name):
+        return node.id in options
+    if isinstance(node, pyast.Constant):
+        return True
+    if isinstance(node, pyast.Call):
+        return node.func.id not in ("where", "zero", "one") and all(_constant(a, options) for a in node.args)
+    if isinstance(node, (pyast.BinOp, pyast.UnaryOp, pyast.Compare)):
+        return all(_constant(c, options) for c in pyast.iter_child_nodes(node)
+                   if not isinstance(c, (pyast.operator, pyast.unaryop, pyast.cmpop)))
+    return False
+
+
 def fold(expression: str, options: dict[str, float]) -> str:
     """`expression` with every subexpression that reads only numbers and `options` replaced
     by its float64 value (written exactly, so targets round it to float32 once), and each
@@ -147,24 +161,12 @@ def _fold(expression: str, options: tuple) -> str:
     tree = pyast.parse(expression, mode="eval")
     values = dict(options)
 
-    def constant(node) -> bool:
-        if isinstance(node, pyast.Name):
-            return node.id in values
-        if isinstance(node, pyast.Constant):
-            return True
-        if isinstance(node, pyast.Call):
-            return node.func.id not in ("where", "zero", "one") and all(constant(a) for a in node.args)
-        if isinstance(node, (pyast.BinOp, pyast.UnaryOp, pyast.Compare)):
-            return all(constant(c) for c in pyast.iter_child_nodes(node)
-                       if not isinstance(c, (pyast.operator, pyast.unaryop, pyast.cmpop)))
-        return False
-
     class Fold(pyast.NodeTransformer):
         def generic_visit(self, node):
-            if isinstance(node, pyast.Call) and node.func.id == "where" and constant(node.args[0]):
+            if isinstance(node, pyast.Call) and node.func.id == "where" and _constant(node.args[0], values):
                 chosen = node.args[1] if _evaluate64(pyast.Expression(body=node.args[0]), values) else node.args[2]
                 return self.visit(chosen)
-            if isinstance(node, pyast.expr) and constant(node) and not isinstance(node, pyast.Constant):
+            if isinstance(node, pyast.expr) and _constant(node, values) and not isinstance(node, pyast.Constant):
                 value = _evaluate64(pyast.Expression(body=node), values)
                 return pyast.copy_location(pyast.Constant(value=value), node)
             return super().generic_visit(node)
@@ -177,21 +179,9 @@ def parametrize(expression: str, options: set[str], table: list[str]) -> str:
     one of them) replaced by a parameter `c<i>`, where table[i] is its source; the table is
     shared by the expressions of one formula. Targets that compile a formula once for all
     option values (the cpu kernels) evaluate the table per op with `evaluate_constant`."""
-    def constant(node) -> bool:
-        if isinstance(node, pyast.Name):
-            return node.id in options
-        if isinstance(node, pyast.Constant):
-            return True
-        if isinstance(node, pyast.Call):
-            return node.func.id not in ("where", "zero", "one") and all(constant(a) for a in node.args)
-        if isinstance(node, (pyast.BinOp, pyast.UnaryOp, pyast.Compare)):
-            return all(constant(c) for c in pyast.iter_child_nodes(node)
-                       if not isinstance(c, (pyast.operator, pyast.unaryop, pyast.cmpop)))
-        return False
-
     class Lift(pyast.NodeTransformer):
         def generic_visit(self, node):
-            if (isinstance(node, pyast.expr) and not isinstance(node, pyast.Constant) and constant(node)
+            if (isinstance(node, pyast.expr) and not isinstance(node, pyast.Constant) and _constant(node, options)
                     and any(isinstance(n, pyast.Name) for n in pyast.walk(node))):
                 source = pyast.unparse(node)
                 if source not in table:

@@ -31,6 +31,11 @@ import numpy as np
 from modelc.compiler import expr
 
 
+def numbers(attrs: dict) -> dict[str, float]:
+    """An op's numeric attributes (bools as 1/0) as floats: what a formula's expressions read."""
+    return {k: float(v) for k, v in attrs.items() if isinstance(v, (int, float))}
+
+
 # ---------------------------------------------------------------- row rules
 
 @dataclass(frozen=True)
@@ -83,9 +88,7 @@ class RowRule:
 
     def constants(self, attrs: dict) -> dict[str, float]:
         """The options and internal attributes an expression of this rule may read."""
-        values = dict(self.internal)
-        values.update({k: float(v) for k, v in attrs.items() if isinstance(v, (int, float))})
-        return values
+        return {**dict(self.internal), **numbers(attrs)}
 
     def folded(self, expression: str, attrs: dict) -> str:
         return expr.fold(self.expand(expression), self.constants(attrs))
@@ -155,8 +158,7 @@ class UpdateRule:
         return {"w", "g", "sumsq", "lr", *self.state, *self.scalar_names, *(t for t, _ in self.body)}
 
     def folded_body(self, options: dict) -> list[tuple[str, str]]:
-        consts = {k: float(v) for k, v in options.items()
-                  if isinstance(v, (int, float)) and k not in self.variables}
+        consts = {k: v for k, v in numbers(options).items() if k not in self.variables}
         return [(target, expr.fold(e, consts)) for target, e in self.body]
 
     def initial(self, options: dict) -> dict[str, float]:

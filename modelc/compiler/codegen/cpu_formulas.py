@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modelc.compiler import expr
-from modelc.compiler.formulas import RowRule, UpdateRule
+from modelc.compiler.formulas import RowRule, UpdateRule, numbers
 from modelc.compiler.ir import I64, Op, Value
 from modelc.compiler.primitives import PRIMITIVES
 
@@ -164,8 +164,7 @@ def kernels_source(names: list[str]) -> str:
     return "\n\n\n".join(parts)
 
 
-def _constants(table: list[str], attrs: dict) -> tuple[float, ...]:
-    values = {k: float(v) for k, v in attrs.items() if isinstance(v, (int, float))}
+def _constants(table: list[str], values: dict[str, float]) -> tuple[float, ...]:
     return tuple(expr.evaluate_constant(source, values) for source in table)
 
 
@@ -203,8 +202,8 @@ def kernel_call(op: Op) -> KernelCall:
         extra = op.inputs[3 + len(rule.state):]
         kind, *schedule = attrs.get("schedule", ("constant",))
         return KernelCall(name, (op.inputs[0], op.inputs[1], *state), (op.inputs[0].sample_size(),),
-                          _constants(table, attrs), kind, tuple(float(a) for a in [attrs["lr"], *schedule]),
+                          _constants(table, numbers(attrs)), kind, tuple(float(a) for a in [attrs["lr"], *schedule]),
                           tuple(float(attrs[o]) for o in rule.scalar_options), extra[0] if extra else None)
     values = op.inputs + op.outputs
     return KernelCall(name, tuple(values), (op.inputs[1].sample_size(),),
-                      _constants(table, {**dict(rule.internal), **attrs}))
+                      _constants(table, rule.constants(attrs)))

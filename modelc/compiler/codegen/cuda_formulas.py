@@ -83,8 +83,10 @@ class _Row:
 
     def statistic(self, stat) -> None:
         rb = self.rb
-        memo_key = ("formula", stat.how, expr.fold(self.rule.expand(stat.expression), self.attrs), self.key,
-                    tuple(sorted((k, v) for k, v in self.names.items() if k in self.rule.expand(stat.expression))))
+        folded = expr.fold(self.rule.expand(stat.expression), self.attrs)
+        reads = expr.names(folded)
+        memo_key = ("formula", stat.how, folded, self.key,
+                    tuple(sorted((k, v) for k, v in self.names.items() if k in reads)))
         if memo_key in rb.memo:
             self.names[stat.name] = rb.memo[memo_key]
             return
