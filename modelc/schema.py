@@ -19,7 +19,7 @@ REQUIRED = object()
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: str                      # int | float | bool | str | name | ints
+    kind: str                      # int | float | bool | str | name | ints | pair (n or [h, w]) | dims (n or [d, ...])
     default: Any = REQUIRED
     choices: Sequence[str] | None = None   # for kind == "name"
     low: float | None = None       # inclusive unless low_open
@@ -34,7 +34,8 @@ class Param:
             return "one of " + ", ".join(sorted(self.choices))
         words = {"int": "a whole number", "float": "a number", "bool": "true or false",
                  "str": "a quoted string", "ints": "a list of whole numbers like [28, 28]",
-                 "name": "a name"}[self.kind]
+                 "name": "a name", "pair": "a whole number or [height, width]",
+                 "dims": "a whole number or a shape like [8, 8, 1]"}[self.kind]
         if self.low is not None or self.high is not None:
             lo = "" if self.low is None else (f"> {self.low:g}" if self.low_open else f">= {self.low:g}")
             hi = "" if self.high is None else (f"<= {self.high:g}" if self.high_closed else f"< {self.high:g}")
@@ -84,7 +85,20 @@ def _convert(param: Param, value: ast.Literal, what: str) -> Any:
             known = list(param.choices) + list(param.aliases or ())
             raise unknown(param.doc or param.name, name, known, pos)
         return name
-    if param.kind == "ints":
+    if param.kind == "pair":
+        items = value.items if isinstance(value, ast.ListLit) else [value]
+        if len(items) not in (1, 2) or not all(
+                isinstance(v, ast.Number) and not isinstance(v, ast.Bool) and float(v.value).is_integer()
+                for v in items):
+            raise wrong()
+        pair = tuple(int(v.value) for v in items) * (2 if len(items) == 1 else 1)
+        if param.low is not None and min(pair) < param.low:
+            raise SpecError(f"{what}: '{param.name}' must be at least {param.low:g}, got "
+                            f"{list(pair) if isinstance(value, ast.ListLit) else pair[0]}", pos)
+        return pair
+    if param.kind == "dims" and isinstance(value, ast.Number):
+        return (_convert(Param(param.name, "int", low=1), value, what),)
+    if param.kind in ("ints", "dims"):
         if not isinstance(value, ast.ListLit):
             raise wrong()
         out = []

@@ -13,6 +13,7 @@ from modelc.compiler import elementwise
 from modelc.compiler.codegen.numpy_target import run_graph
 from modelc.compiler.emitter import Emitter
 from modelc.compiler.ir import F32, I64, Graph, Op, Value
+from modelc.compiler.image_primitives import same_pads
 from modelc.compiler.primitives import PRIMITIVES
 from tests.formula_cases import loss_cases
 
@@ -59,9 +60,37 @@ def examples():
         ("softmax", [(F32, (B, 5), _rand(rng, (B, 5)))], {"temperature": 0.6}, [0]),
         ("log_softmax", [(F32, (B, 5), _rand(rng, (B, 5)))], {"temperature": 1.7}, [0]),
         ("mean", [(F32, (B,), _rand(rng, (B,)))], {}, [0]),
-    ]
+        ("scale_last", [(F32, (B, 3, 4), _rand(rng, (B, 3, 4))), (F32, (4,), _rand(rng, (4,)))], {}, [0, 1]),
+        ("batch_normalize", [(F32, (B, 3, 3, 2), _rand(rng, (B, 3, 3, 2)))], {"epsilon": 0.001}, [0]),
+        ("layer_normalize", [(F32, (B, 2, 5), _rand(rng, (B, 2, 5)))], {"epsilon": 0.001}, [0]),
+    ] + image_cases(rng)
     # every loss of the catalog, each variant (from_logits, options), from the loss's kind
     return cases + [(name, inputs, attrs, [1]) for name, inputs, attrs in loss_cases()]
+
+
+def _geometry(hw, window, strides, padding):
+    pads = (same_pads(hw[0], window[0], strides[0]) + same_pads(hw[1], window[1], strides[1])
+            if padding == "same" else (0, 0, 0, 0))
+    return {"strides": strides, "pads": pads}
+
+
+def image_cases(rng):
+    """Strides, same padding with odd and even kernels (the odd pad after), ragged and
+    overlapping pooling windows. Inputs are continuous: no ties in max pooling."""
+    convs = [((5, 5, 2), (3, 3), (1, 1), "same"), ((6, 5, 2), (2, 2), (2, 2), "same"),
+             ((7, 6, 1), (3, 2), (2, 3), "valid"), ((4, 4, 2), (2, 2), (1, 1), "same")]
+    pools = [((5, 5, 2), (2, 2), (2, 2), "valid"), ((5, 5, 2), (2, 2), (2, 2), "same"),
+             ((7, 6, 1), (3, 3), (2, 2), "valid"), ((4, 5, 1), (3, 2), (1, 2), "same")]
+    cases = []
+    for (h, w, c), window, strides, padding in convs:
+        kernel = (*window, c, 3)
+        cases.append(("conv2d", [(F32, (2, h, w, c), _rand(rng, (2, h, w, c))), (F32, kernel, _rand(rng, kernel))],
+                      _geometry((h, w), window, strides, padding), [0, 1]))
+    for prim in ("max_pool", "avg_pool"):
+        for (h, w, c), window, strides, padding in pools:
+            cases.append((prim, [(F32, (2, h, w, c), _rand(rng, (2, h, w, c)))],
+                          dict(_geometry((h, w), window, strides, padding), window=window), [0]))
+    return cases
 
 
 CASES = examples()

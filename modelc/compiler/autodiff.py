@@ -17,14 +17,14 @@ from modelc.compiler.primitives import PRIMITIVES
 
 def gradients(graph: Graph, loss: Value, emit: Emitter) -> dict[int, Value]:
     """Emit the backward pass of `graph` for scalar `loss`; returns value id -> gradient."""
-    needs = {p.id for p in graph.params}
+    needs = {p.id for p in graph.params if p.role == "param"}     # moving statistics are not trained
     for op in graph.ops:
         if any(v.id in needs for v in op.inputs):
             needs.update(v.id for v in op.outputs)
     grads: dict[int, Value] = {loss.id: emit("constant", name=f"d.{loss.name}", value=1.0)}
     for op in reversed(list(graph.ops)):
         out_grads = [grads.get(v.id) for v in op.outputs]
-        if out_grads[0] is None or not any(v.id in needs for v in op.inputs):
+        if not out_grads or out_grads[0] is None or not any(v.id in needs for v in op.inputs):
             continue
         rule = PRIMITIVES[op.prim].vjp
         if rule is None:
@@ -55,7 +55,7 @@ def training_graph(forward: Graph, loss: Value, rule: UpdateRule, options: dict)
     grads = gradients(forward, loss, emit)
     step = next(v for v in graph.inputs if v.role == "scalar" and v.dtype == "i64")
     emit.loc = None
-    trained = [(param, grads[param.id]) for param in graph.params if param.id in grads]
+    trained = [(param, grads[param.id]) for param in graph.params if param.role == "param" and param.id in grads]
     norms: dict[int, Value] = {}
     if options.get("clipnorm"):
         norms = {param.id: emit("sum_squares", grad, name=f"{param.name}.sumsq") for param, grad in trained}

@@ -30,10 +30,13 @@ class _Context:
         self.training, self.step = training, step
         self.layer_params: list[Value] = []
 
-    def param(self, layer, kind, shape, init, fan_in, fan_out) -> Value:
+    def param(self, layer, kind, shape, init, fan_in, fan_out, trainable=True) -> Value:
+        """A weight of `layer`, made once and shared by the training and inference graphs;
+        one not trained (a moving statistic) has the role "stat"."""
         key = f"{layer}.{kind}"
         if key not in self.params:
-            self.params[key] = ParamInfo(Value(key, F32, tuple(shape), "param"), layer, init, fan_in, fan_out)
+            value = Value(key, F32, tuple(shape), "param" if trainable else "stat")
+            self.params[key] = ParamInfo(value, layer, init, fan_in, fan_out)
         info = self.params[key]
         if info.value not in self.graph.params:
             self.graph.params.append(info.value)

@@ -28,12 +28,13 @@ def format_shape(shape: Shape) -> str:
 
 @dataclass(eq=False)
 class Value:
-    """An SSA value. `role` tells where it lives: data fed per batch, trained
-    parameters, optimizer state, scalars fed per step, or temporaries."""
+    """An SSA value. `role` tells where it lives: data fed per batch, trained parameters,
+    parameters updated but not trained ("stat": batch normalization's moving statistics),
+    optimizer state, scalars fed per step, or temporaries."""
     name: str
     dtype: str
     shape: Shape
-    role: str = "temp"      # input | target | param | state | scalar | temp
+    role: str = "temp"      # input | target | param | stat | state | scalar | temp
     id: int = field(default_factory=itertools.count().__next__)
 
     @property

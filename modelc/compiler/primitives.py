@@ -15,64 +15,26 @@ gives per-sample values; a separate `mean` op averages them over the batch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
 import numpy as np
 
 from modelc.compiler import elementwise, expr, formulas
 from modelc.compiler.catalog import LOSSES, METRICS, OPTIMIZERS
 from modelc.compiler.ir import F32, I64
+from modelc.compiler.registry import PRIMITIVES, Primitive, ShapeError, primitive
+from modelc.compiler.registry import fmt_shape as _fmt
+from modelc.compiler.registry import require_float as _float
+from modelc.compiler import image_primitives  # noqa: F401  (registers convolution, pooling, normalization)
 
-class ShapeError(Exception):
-    """Inputs of the wrong shape or type for a primitive (reported at the spec line)."""
+__all__ = ["PRIMITIVES", "Primitive", "ShapeError", "dropout_hash", "dropout_uniform"]
 
-
-@dataclass
-class Primitive:
-    name: str
-    infer: Callable[[list, dict], list]
-    impl: Callable[..., Any]
-    vjp: Callable | None = None
-    doc: str = ""
-    # formulas of the catalog: "row" (per-sample values), "row_grad" or "update", and
-    # formula(attrs) -> the RowRule / UpdateRule every target generates its code from
-    kind: str = ""
-    formula: Callable[[dict], Any] | None = None
-    defaults: dict = field(default_factory=dict)     # the catalog's option defaults
-
-    def options(self, attrs: dict) -> dict:
-        """An op's attributes with every option the op leaves out at its default."""
-        return {**self.defaults, **attrs}
-
-
-PRIMITIVES: dict[str, Primitive] = {}
-
-
-def primitive(name: str, infer, vjp=None, doc=""):
-    def register(impl):
-        PRIMITIVES[name] = Primitive(name, infer, impl, vjp, doc or (impl.__doc__ or ""))
-        return impl
-    return register
-
-
-# ---------------------------------------------------------------- shape helpers
 
 def _dim_eq(a, b) -> bool:
     return a == b
 
 
-def _float(t, what):
-    if t[0] != F32:
-        raise ShapeError(f"{what} must be float, got {t[0]}")
-
-
 def _scalar():
     return [(F32, ())]
 
-
-def _fmt(shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 # ---------------------------------------------------------------- linear algebra

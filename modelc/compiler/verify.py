@@ -22,7 +22,7 @@ def verify(graph: Graph) -> None:
             if v.id not in defined:
                 raise VerifyError(f"{op.prim}: %{v.name} used before it is defined")
         for v in op.writes:
-            if v.role not in ("param", "state"):
+            if v.role not in ("param", "stat", "state"):
                 raise VerifyError(f"{op.prim}: writes %{v.name}, which is not a parameter or state")
         expected = PRIMITIVES[op.prim].infer([(v.dtype, v.shape) for v in op.inputs], op.attrs)
         got = [(v.dtype, tuple(v.shape)) for v in op.outputs]

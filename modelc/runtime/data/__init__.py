@@ -59,6 +59,8 @@ class BoundSource:
                 return f"{key}={written[key]}"
             if isinstance(value, str):
                 return f"{key}={value!r}"
+            if isinstance(value, tuple):      # a shape: features=[8, 8, 1]
+                return f"{key}={list(value)[0] if len(value) == 1 else list(value)}"
             return f"{key}={str(value).lower() if isinstance(value, bool) else f'{value:g}'}"
 
         shown = [show(k, v) for k, v in self.options.items() if v is not None and v != defaults.get(k)]
@@ -71,6 +73,10 @@ def _common(*, flatten: bool = False) -> list[Param]:
         out.append(Param("flatten", "bool", False, doc="one vector per sample instead of an image"))
     out.append(Param("onehot", "bool", False, doc="labels as float32 one-hot rows instead of indices"))
     return out
+
+
+def _features(default: int) -> Param:
+    return Param("features", "dims", (default,), doc="features per sample: a number, or a shape like [8, 8, 1]")
 
 
 _SEED = Param("seed", "int", 0, low=0, doc="the random generator's seed")
@@ -106,21 +112,21 @@ DATA_SOURCES: dict[str, Source] = {
         "a numeric CSV file, one sample per row, one label column"),
     "blobs": Source(
         [Param("samples", "int", 1500, low=1), Param("centers", "int", 3, low=1),
-         Param("features", "int", 2, low=1), Param("std", "float", 1.0, low=0), _SEED, _TEST, _ONEHOT],
+         _features(2), Param("std", "float", 1.0, low=0), _SEED, _TEST, _ONEHOT],
         load_blobs,
         "Gaussian blobs (like scikit-learn's make_blobs); label = blob"),
     "random": Source(
-        [Param("samples", "int", 1000, low=1), Param("features", "int", 10, low=1),
+        [Param("samples", "int", 1000, low=1), _features(10),
          Param("classes", "int", 3, low=2), _SEED, _TEST, _ONEHOT],
         load_random,
         "random features, labels from a random linear teacher plus noise"),
     "regression": Source(
-        [Param("samples", "int", 1000, low=1), Param("features", "int", 4, low=1), _SEED, _TEST,
+        [Param("samples", "int", 1000, low=1), _features(4), _SEED, _TEST,
          Param("noise", "float", 0.1, low=0)],
         load_regression,
         "y = sin + linear function of x, plus noise; float32 targets (n, 1)"),
     "binary": Source(
-        [Param("samples", "int", 1000, low=1), Param("features", "int", 3, low=1), _SEED, _TEST],
+        [Param("samples", "int", 1000, low=1), _features(3), _SEED, _TEST],
         load_binary,
         "two classes, float32 (n, 1) in {0, 1}: inside or outside a ball"),
 }

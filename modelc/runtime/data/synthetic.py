@@ -26,6 +26,15 @@ def _split(x: np.ndarray, y: np.ndarray, test: float, name: str) -> Splits:
     return Splits(train, Dataset(x[cut:], y[cut:], f"{name}.test") if n_test else None)
 
 
+def _size(dims: tuple) -> int:
+    return math.prod(dims)
+
+
+def _shaped(x: np.ndarray, dims: tuple) -> np.ndarray:
+    """Samples of `features=[8, 8, 1]` as images: each row of x reshaped to dims."""
+    return x.astype(np.float32).reshape((len(x),) + tuple(dims))
+
+
 def _labels(y: np.ndarray, classes: int, onehot: bool) -> np.ndarray:
     return one_hot(y, classes) if onehot else y.astype(np.int64)
 
@@ -33,13 +42,13 @@ def _labels(y: np.ndarray, classes: int, onehot: bool) -> np.ndarray:
 def load_blobs(opts: dict, ctx: LoadContext | None = None) -> Splits:
     """Gaussian blobs as scikit-learn's make_blobs: centres uniform in [-10, 10]^features, label = blob."""
     rng = np.random.default_rng(opts["seed"])
-    n, k, f = opts["samples"], opts["centers"], opts["features"]
+    n, k, f = opts["samples"], opts["centers"], _size(opts["features"])
     centres = rng.uniform(-10.0, 10.0, size=(k, f))
     counts = [n // k + (1 if i < n % k else 0) for i in range(k)]
     y = np.repeat(np.arange(k), counts)
     x = centres[y] + opts["std"] * rng.standard_normal((n, f))
     order = rng.permutation(n)
-    return _split(x[order].astype(np.float32), _labels(y[order], k, opts["onehot"]), opts["test"], "blobs")
+    return _split(_shaped(x[order], opts["features"]), _labels(y[order], k, opts["onehot"]), opts["test"], "blobs")
 
 
 def load_random(opts: dict, ctx: LoadContext | None = None) -> Splits:
@@ -50,24 +59,24 @@ def load_random(opts: dict, ctx: LoadContext | None = None) -> Splits:
     about 0.9 accuracy with the default sizes, not to 1.0.
     """
     rng = np.random.default_rng(opts["seed"])
-    n, f, c = opts["samples"], opts["features"], opts["classes"]
+    n, f, c = opts["samples"], _size(opts["features"]), opts["classes"]
     x = rng.standard_normal((n, f))
     w = rng.standard_normal((f, c))
     b = 0.5 * rng.standard_normal(c)
     noise = 0.5 * np.sqrt(f / 10.0) * rng.standard_normal((n, c))
     y = np.argmax(x @ w + b + noise, axis=1)
-    return _split(x.astype(np.float32), _labels(y, c, opts["onehot"]), opts["test"], "random")
+    return _split(_shaped(x, opts["features"]), _labels(y, c, opts["onehot"]), opts["test"], "random")
 
 
 def load_regression(opts: dict, ctx: LoadContext | None = None) -> Splits:
     """y = sin(2 x.a) + 0.5 x.b + noise, x uniform in [-2, 2]^features; y float32 (n, 1)."""
     rng = np.random.default_rng(opts["seed"])
-    n, f = opts["samples"], opts["features"]
+    n, f = opts["samples"], _size(opts["features"])
     x = rng.uniform(-2.0, 2.0, size=(n, f))
     a = rng.standard_normal(f) / np.sqrt(f)
     b = rng.standard_normal(f) / np.sqrt(f)
     y = np.sin(2.0 * (x @ a)) + 0.5 * (x @ b) + opts["noise"] * rng.standard_normal(n)
-    return _split(x.astype(np.float32), y.astype(np.float32)[:, None], opts["test"], "regression")
+    return _split(_shaped(x, opts["features"]), y.astype(np.float32)[:, None], opts["test"], "regression")
 
 
 def load_binary(opts: dict, ctx: LoadContext | None = None) -> Splits:
@@ -77,8 +86,8 @@ def load_binary(opts: dict, ctx: LoadContext | None = None) -> Splits:
     for binary cross-entropy specs. Balanced by construction (median radius).
     """
     rng = np.random.default_rng(opts["seed"])
-    n, f = opts["samples"], opts["features"]
+    n, f = opts["samples"], _size(opts["features"])
     x = rng.standard_normal((n, f))
     r = np.einsum("ij,ij->i", x, x)
     y = (r < np.median(r)).astype(np.float32)[:, None]
-    return _split(x.astype(np.float32), y, opts["test"], "binary")
+    return _split(_shaped(x, opts["features"]), y, opts["test"], "binary")
