@@ -156,6 +156,7 @@ def kernels_source() -> str:
 # The modules the generated sources are made from: their hash names the kernels module,
 # so a process that finds it on disk neither generates nor compiles anything.
 SOURCES = ("modelc.compiler.codegen.cpu", "modelc.compiler.codegen.cpu_plan", "modelc.compiler.codegen.cpu_kernels",
+           "modelc.compiler.codegen.cpu_image_kernels",
            "modelc.compiler.codegen.cpu_formula_calls", "modelc.compiler.codegen.cpu_formulas", "modelc.compiler.expr",
            "modelc.compiler.elementwise", "modelc.compiler.formulas", "modelc.compiler.catalog",
            "modelc.compiler.primitives")

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Callable
 
 from modelc.compiler import elementwise
+from modelc.compiler.codegen import cpu_image_kernels  # noqa: F401  (registers the image kernels)
 from modelc.compiler.codegen.cpu_kernels import Call, Formula, View, flat, mat, split_at
-from modelc.compiler.ir import Op
+from modelc.compiler.ir import F32, Op, Value
 from modelc.compiler.primitives import PRIMITIVES
 
 LOWERINGS: dict[str, Callable] = {}
@@ -154,6 +155,108 @@ def _mean_grad(op: Op, ahead):
 @lowering("constant")
 def _constant(op: Op, ahead):
     return [Call("k_constant", (flat(op.out), float(op.attrs["value"])))]
+
+
+# ---------------------------------------------------------------- images (cpu_image_kernels.py)
+
+WORKSPACE = 1 << 17     # floats of patches a convolution works at a time: 512 KB, within a core's L2
+
+
+def scratch(op: Op, what: str, rows: int, cols: int) -> View:
+    """Arena space a call needs only while it runs (the planner gives it no value of the graph)."""
+    return mat(Value(f"{op.outputs[0].name}.{what}", F32, (rows, cols), "scratch"))
+
+
+def _geometry(x_shape, window, out_shape, attrs) -> tuple[int, ...]:
+    (_, h, w, c), (_, oh, ow, _) = x_shape, out_shape
+    (sh, sw), (pt, _, pl, _) = attrs["strides"], attrs["pads"]
+    return (int(h), int(w), int(c), int(window[0]), int(window[1]), int(sh), int(sw), int(pt), int(pl),
+            int(oh), int(ow))
+
+
+def _workspace(op: Op, positions: int, depth: int) -> View:
+    """A whole number of images' patches, [images * positions, depth], about WORKSPACE floats."""
+    images = max(1, WORKSPACE // (positions * depth))
+    return scratch(op, "patches", images * positions, depth)
+
+
+@lowering("conv2d")
+def _conv2d(op: Op, ahead):
+    x, k = op.inputs
+    geometry = _geometry(x.shape, k.shape[:2], op.out.shape, op.attrs)
+    ws = _workspace(op, geometry[-2] * geometry[-1], int(k.shape[0] * k.shape[1] * k.shape[2]))
+    return [Call("k_conv2d", (flat(x), mat(k), flat(op.out), ws) + geometry)]
+
+
+@lowering("conv2d_kernel_grad")
+def _conv2d_kernel_grad(op: Op, ahead):
+    x, g = op.inputs
+    geometry = _geometry(x.shape, op.attrs["window"], g.shape, op.attrs)
+    depth, filters = int(op.out.shape[0] * op.out.shape[1] * op.out.shape[2]), int(op.out.shape[3])
+    ws = _workspace(op, geometry[-2] * geometry[-1], depth)
+    return [Call("k_conv2d_kernel_grad", (flat(x), flat(g), mat(op.out), ws, scratch(op, "part", depth, filters))
+                 + geometry)]
+
+
+@lowering("conv2d_input_grad")
+def _conv2d_input_grad(op: Op, ahead):
+    g, k = op.inputs
+    geometry = _geometry(op.out.shape, k.shape[:2], g.shape, op.attrs)
+    ws = _workspace(op, geometry[-2] * geometry[-1], int(k.shape[0] * k.shape[1] * k.shape[2]))
+    return [Call("k_conv2d_input_grad", (flat(g), mat(k), flat(op.out), ws) + geometry)]
+
+
+@lowering("max_pool", "avg_pool")
+def _pool(op: Op, ahead):
+    (x,) = op.inputs
+    return [Call(f"k_{op.prim}", (flat(x), flat(op.out)) + _geometry(x.shape, op.attrs["window"], op.out.shape,
+                                                                      op.attrs))]
+
+
+@lowering("max_pool_grad")
+def _max_pool_grad(op: Op, ahead):
+    g, x = op.inputs
+    return [Call("k_max_pool_grad", (flat(g), flat(x), flat(op.out))
+                 + _geometry(x.shape, op.attrs["window"], g.shape, op.attrs))]
+
+
+@lowering("avg_pool_grad")
+def _avg_pool_grad(op: Op, ahead):
+    (g,) = op.inputs
+    return [Call("k_avg_pool_grad", (flat(g), flat(op.out))
+                 + _geometry(op.out.shape, op.attrs["window"], g.shape, op.attrs))]
+
+
+@lowering("batch_normalize", "layer_normalize")
+def _normalize_batch_or_layer(op: Op, ahead):
+    xhat, *stats = op.outputs
+    return [Call(f"k_{op.prim}", (mat(op.inputs[0]), mat(xhat)) + tuple(flat(v) for v in stats)
+                 + (float(op.attrs["epsilon"]),))]
+
+
+@lowering("batch_normalize_grad", "layer_normalize_grad")
+def _normalize_grad(op: Op, ahead):
+    g, xhat, var = op.inputs
+    return [Call(f"k_{op.prim}", (mat(g), mat(xhat), flat(var), mat(op.out), float(op.attrs["epsilon"])))]
+
+
+@lowering("normalize")
+def _normalize(op: Op, ahead):
+    x, mean, var = op.inputs
+    return [Call("k_normalize", (mat(x), flat(mean), flat(var), mat(op.out), float(op.attrs["epsilon"])))]
+
+
+@lowering("scale_last")
+def _scale_last(op: Op, ahead):
+    x, s = op.inputs
+    return [Call("k_scale_last", (mat(x), flat(s), mat(op.out)))]
+
+
+@lowering("moving_average")
+def _moving_average(op: Op, ahead):
+    moving, stat = op.inputs
+    momentum = float(op.attrs["momentum"])
+    return [Call("k_moving_average", (flat(moving), flat(stat), momentum, 1.0 - momentum))]
 
 
 # ---------------------------------------------------------------- formulas

@@ -6,7 +6,9 @@ A row is an opcode (the kernel, or FORMULA: a formula kernel's wrapper, whose
 slot is the row's first number), whole-number operands (a view is its arena
 offset, its rows, negated when they are per sample, and its columns) and
 float64 options. Values whose lifetimes do not overlap share arena space
-(`passes.plan_buffers`); a reshape is a view and lives where its input does.
+(`passes.plan_buffers`); a reshape is a view and lives where its input does;
+the workspaces a call needs while it runs (a convolution's patches) share one
+region.
 The parameters and the optimizer state sit at the front of the arena, at
 offsets that do not depend on the batch size.
 """
@@ -76,6 +78,7 @@ class Lowered:
     calls: list[list] = field(default_factory=list)          # Call or FormulaCall, per group
     buffers: list[Value] = field(default_factory=list)       # values that need arena space
     views: dict[int, int] = field(default_factory=dict)      # reshape output id -> input id
+    scratch: list[list[Value]] = field(default_factory=list)  # per group: workspaces its calls use
 
 
 def lower_graph(graph: Graph, formulas) -> Lowered:
@@ -102,6 +105,8 @@ def lower_graph(graph: Graph, formulas) -> Lowered:
         group = [op] + taken
         out.groups.append(group)
         out.calls.append(calls)
+        out.scratch.append([operand.value for call in calls if isinstance(call, Call) for operand in call.operands
+                            if isinstance(operand, View) and operand.value.role == "scratch"])
         for member in group:
             if member.prim == "reshape":
                 out.views[member.out.id] = member.inputs[0].id
@@ -163,6 +168,14 @@ def build_table(low: Lowered, batch: int, persistent: dict[str, int], start: int
     slots = [place(-1 - s, dtype, elements(shape, batch)) for s, (dtype, shape) in enumerate(plan.slots)]
     for value in low.buffers:
         where[value.id] = slots[plan.slot_of[value.id]]
+    # Workspaces live only while their call runs: every group's start at one shared region.
+    region = sizes["f32"]
+    for workspaces in low.scratch:
+        at = region
+        for value in workspaces:
+            where[value.id] = at
+            at = aligned(at + elements(value.shape, batch))
+        sizes["f32"] = max(sizes["f32"], at)
 
     def offset(value: Value) -> int:
         vid = value.id
