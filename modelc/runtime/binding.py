@@ -29,6 +29,8 @@ def bind_x(program, x: Any, where: str) -> np.ndarray:
     decl = program.spec.inputs[0]
     x = as_numbers(x, f"{where}: the features")
     expected = tuple(value.shape[1:])
+    if x.ndim >= 1 and expected[-1:] == (1,) and tuple(x.shape[1:]) == expected[:-1]:
+        x = x[..., None]      # images without their unit channel axis: [28, 28] feeds f32[28, 28, 1]
     if x.ndim == 0 or tuple(x.shape[1:]) != expected:
         declared = f"'{value.name}: f32{format_shape(expected)}'"
         message = (f"{where}: the input is declared {declared}{_declared(program, decl)}, so the data "

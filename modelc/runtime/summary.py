@@ -9,9 +9,10 @@ import numpy as np
 from modelc.compiler.layers import LAYERS
 
 
-def count_params(program) -> int:
-    """Every parameter of the program, counted (all of them are trainable)."""
-    return sum(int(np.prod(p.value.shape)) for p in program.params)
+def count_params(program, role: str | None = None) -> int:
+    """The program's weights, counted: all of them, or those of one role ("param": trained,
+    "stat": updated but not trained, as batch normalization's moving statistics)."""
+    return sum(int(np.prod(p.value.shape)) for p in program.params if role in (None, p.value.role))
 
 
 def summarize(program) -> str:
@@ -39,15 +40,15 @@ def summarize(program) -> str:
     def line(cells):
         return " " + "".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
-    total = count_params(program)
-    size = _bytes(total * 4)
+    total, trained, fixed = count_params(program), count_params(program, "param"), count_params(program, "stat")
     out = [f'Model: "{program.name}"', "_" * width, line(heads), "=" * width]
     for i, row in enumerate(rows):
         out.append(line(row))
         if i < len(rows) - 1:
             out.append(" " + "-" * (width - 1))
-    out += ["=" * width, f"Total params: {total:,} ({size})", f"Trainable params: {total:,} ({size})",
-            "Non-trainable params: 0 (0.00 B)", "_" * width]
+    out += ["=" * width, f"Total params: {total:,} ({_bytes(total * 4)})",
+            f"Trainable params: {trained:,} ({_bytes(trained * 4)})",
+            f"Non-trainable params: {fixed:,} ({_bytes(fixed * 4)})", "_" * width]
     return "\n".join(out)
 
 

@@ -31,22 +31,33 @@ def _register(name: str, params: str, body: str) -> None:
 # `ws` is the [rows, kh * kw * c] workspace: a whole number of images' patches.
 
 _IM2COL = """
+span = kw * c
 for r in range(rows):
     img = first + r // (oh * ow)
     oy = (r // ow) % oh
     ox = r % ow
+    x0 = ox * sw - pl
+    inside = x0 >= 0 and x0 + kw <= w
     for i in range(kh):
         iy = oy * sh - pt + i
-        for j in range(kw):
-            ix = ox * sw - pl + j
-            col = (i * kw + j) * c
-            if iy < 0 or iy >= h or ix < 0 or ix >= w:
-                for ch in range(c):
-                    ws[r, col + ch] = 0
-            else:
-                at = ((img * h + iy) * w + ix) * c
-                for ch in range(c):
-                    ws[r, col + ch] = x[at + ch]
+        col = i * span
+        if iy < 0 or iy >= h:
+            for t in range(span):
+                ws[r, col + t] = 0
+        elif inside:      # the window's row is one contiguous run of kw * c values
+            at = ((img * h + iy) * w + x0) * c
+            for t in range(span):
+                ws[r, col + t] = x[at + t]
+        else:
+            for j in range(kw):
+                ix = x0 + j
+                if ix < 0 or ix >= w:
+                    for ch in range(c):
+                        ws[r, col + j * c + ch] = 0
+                else:
+                    at = ((img * h + iy) * w + ix) * c
+                    for ch in range(c):
+                        ws[r, col + j * c + ch] = x[at + ch]
 """
 
 _CHUNKS = """
@@ -124,36 +135,54 @@ for img in range(n):
             o = ((img * oh + oy) * ow + ox) * c
 """
 
+# The channels are the innermost loop everywhere: contiguous in NHWC.
+
 _register("k_max_pool", f"v:x v:y {GEOMETRY}", _WINDOWS + """
             for ch in range(c):
-                best = f32(-math.inf)
-                for iy in range(i0, i1):
-                    for ix in range(j0, j1):
-                        best = max(best, x[((img * h + iy) * w + ix) * c + ch])
-                y[o + ch] = best
+                y[o + ch] = -math.inf
+            for iy in range(i0, i1):
+                for ix in range(j0, j1):
+                    at = ((img * h + iy) * w + ix) * c
+                    for ch in range(c):
+                        y[o + ch] = max(y[o + ch], x[at + ch])
 """)
 
-_register("k_max_pool_grad", f"v:g v:x v:dx {GEOMETRY}", "dx[:] = 0\n" + _WINDOWS + """
+# Each window's largest element per channel (`top`), then the window again, handing
+# the gradient still `left` to the first element equal to it: arithmetic masks, no
+# branches, so both passes run over the channels as vectors.
+_register("k_max_pool_grad", f"v:g v:x v:dx {GEOMETRY}", """
+dx[:] = 0
+top = np.empty(c, np.float32)
+left = np.empty(c, np.float32)
+""" + _WINDOWS + """
             for ch in range(c):
-                best = f32(-math.inf)
-                where = -1
-                for iy in range(i0, i1):
-                    for ix in range(j0, j1):
-                        at = ((img * h + iy) * w + ix) * c + ch
-                        if where < 0 or x[at] > best:
-                            best = x[at]
-                            where = at
-                dx[where] += g[o + ch]
+                top[ch] = -math.inf
+                left[ch] = g[o + ch]
+            for iy in range(i0, i1):
+                for ix in range(j0, j1):
+                    at = ((img * h + iy) * w + ix) * c
+                    for ch in range(c):
+                        top[ch] = max(top[ch], x[at + ch])
+            for iy in range(i0, i1):
+                for ix in range(j0, j1):
+                    at = ((img * h + iy) * w + ix) * c
+                    for ch in range(c):
+                        hit = f32(x[at + ch] == top[ch])
+                        dx[at + ch] += left[ch] * hit
+                        left[ch] -= left[ch] * hit
 """)
 
 _register("k_avg_pool", f"v:x v:y {GEOMETRY}", _WINDOWS + """
+            for ch in range(c):
+                y[o + ch] = 0
+            for iy in range(i0, i1):
+                for ix in range(j0, j1):
+                    at = ((img * h + iy) * w + ix) * c
+                    for ch in range(c):
+                        y[o + ch] += x[at + ch]
             count = f32((i1 - i0) * (j1 - j0))
             for ch in range(c):
-                total = f32(0.0)
-                for iy in range(i0, i1):
-                    for ix in range(j0, j1):
-                        total += x[((img * h + iy) * w + ix) * c + ch]
-                y[o + ch] = total / count
+                y[o + ch] = y[o + ch] / count
 """)
 
 _register("k_avg_pool_grad", f"v:g v:dx {GEOMETRY}", """
@@ -161,11 +190,11 @@ x = dx
 dx[:] = 0
 """ + _WINDOWS + """
             count = f32((i1 - i0) * (j1 - j0))
-            for ch in range(c):
-                share = g[o + ch] / count
-                for iy in range(i0, i1):
-                    for ix in range(j0, j1):
-                        dx[((img * h + iy) * w + ix) * c + ch] += share
+            for iy in range(i0, i1):
+                for ix in range(j0, j1):
+                    at = ((img * h + iy) * w + ix) * c
+                    for ch in range(c):
+                        dx[at + ch] += g[o + ch] / count
 """)
 
 # ---------------------------------------------------------------- normalization

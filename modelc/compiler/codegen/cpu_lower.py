@@ -159,7 +159,7 @@ def _constant(op: Op, ahead):
 
 # ---------------------------------------------------------------- images (cpu_image_kernels.py)
 
-WORKSPACE = 1 << 17     # floats of patches a convolution works at a time: 512 KB, within a core's L2
+WORKSPACE = 1 << 18     # floats of patches a convolution works at a time: 1 MB, a core's L2
 
 
 def scratch(op: Op, what: str, rows: int, cols: int) -> View:
