@@ -3,6 +3,8 @@
 and cpu targets; and their static checks, summary rows and moving statistics."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -124,3 +126,25 @@ def test_keras_class_names_are_understood():
     spec = _spec((1, 8, 8, 1), "Conv2D(4, 3) -> MaxPooling2D -> BatchNormalization -> GlobalAveragePooling2D")
     kinds = [layer.kind for layer in modelc.compile(spec, target="numpy").program.layers]
     assert kinds == ["conv2d", "max_pooling2d", "batch_normalization", "global_average_pooling2d"]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _verify(spec: Path, **options):
+    from modelc.compiler.build import build_program
+    from modelc.grammar.parser import parse_file
+    from modelc.runtime.verify import verify
+    return verify(build_program(parse_file(str(spec))), ["numpy", "cpu"], base_dir=str(spec.parent),
+                  quiet=True, **options)
+
+
+def test_cpu_trains_the_small_convnet_as_numpy_does():
+    report = _verify(ROOT / "specs" / "images_cnn.model", steps=10)
+    assert report.passed, report.text()
+
+
+@pytest.mark.slow
+def test_cpu_trains_the_mnist_convnet_as_numpy_does():
+    report = _verify(ROOT / "specs" / "mnist_cnn.model")
+    assert report.passed, report.text()

@@ -15,6 +15,16 @@ one Adam step moves weights by lr = 1e-3 against weights of scale ~0.1) is 1e-2
 relative or more. atol 1e-7 only lets arrays that are exactly zero on one side
 (unused state) pass at roundoff level.
 
+Some networks amplify roundoff far more: after 20 Adam steps of the MNIST
+convnet (ReLU and max pooling pick different elements once inputs differ in
+the last bit; Adam divides each gradient by its own size) the float32 numpy
+reference is itself 1e-3 to 1e-2 away from the same run in float64. So when an
+array fails the tolerance and the reference is numpy, the reference run is
+repeated in float64, and the array passes if the target is no further from the
+float64 run than the float32 reference is (`NOISE` times that, plus atol): the
+target then differs from the reference by no more than the reference's own
+rounding error. A wrong gradient or update stays far outside it.
+
 Importing this module is cheap, so the command line can show its defaults;
 NumPy and the model runtime load when `verify` runs.
 """
@@ -34,8 +44,10 @@ if TYPE_CHECKING:  # pragma: no cover
 STEPS = 20
 RTOL = 1e-4
 ATOL = 1e-7
+NOISE = 2.0
 
-_VERDICTS = {"ok": "ok", "FAIL": "FAIL", "unchecked": "(not checked: argmax ties may flip)"}
+_VERDICTS = {"ok": "ok", "FAIL": "FAIL", "unchecked": "(not checked: argmax ties may flip)",
+             "noise": "ok: within the float32 reference's own error"}
 
 
 @dataclass
@@ -44,7 +56,7 @@ class Row:
     name: str
     max_abs: float          # max |a - b|
     max_rel: float          # that relative to the reference's scale, max |ref|
-    status: str             # "ok", "FAIL", or "unchecked" (metrics: argmax ties may flip)
+    status: str             # "ok", "noise" (see the module's doc), "FAIL", or "unchecked" (metrics)
 
 
 @dataclass
@@ -141,8 +153,13 @@ def verify(program, targets: Sequence[str], *, steps: int = STEPS, batch: int | 
     seen = order[:len(x)]                          # the samples trained on, each once
     train, evaluation = (x[order], y[order]), (x[seen], y[seen])
     runs = [_train(model, train, evaluation, batch) for model in models]
-    comparisons = [Comparison(run.target, runs[0].target, run.seconds, runs[0].seconds,
-                              _rows(program, runs[0], run, rtol, atol)) for run in runs[1:]]
+    rows = [_rows(program, runs[0], run, rtol, atol) for run in runs[1:]]
+    if targets[0] == "numpy" and any(row.status == "FAIL" for group in rows for row in group):
+        exact = _train(_float64(models[0], program, settings.seed if seed is None else seed), train, evaluation,
+                       batch)
+        rows = [_rows(program, runs[0], run, rtol, atol, exact) for run in runs[1:]]
+    comparisons = [Comparison(run.target, runs[0].target, run.seconds, runs[0].seconds, group)
+                   for run, group in zip(runs[1:], rows)]
     return VerifyReport(program.spec.source.filename, targets, steps, batch, models[0].seed, len(order),
                         rtol, atol, comparisons)
 
@@ -157,7 +174,28 @@ def _train(model: Model, train: tuple, evaluation: tuple, batch: int) -> _Run:
                 params, state)
 
 
-def _rows(program, reference: _Run, run: _Run, rtol: float, atol: float) -> list[Row]:
+def _float64(reference: Model, program, seed: int) -> Model:
+    """The numpy reference again, computing in float64, from the same initial weights."""
+    import numpy as np
+    from modelc.compiler.codegen.numpy_target import NumpyBackend
+    from modelc.runtime.model import Model
+    model = Model(program, "numpy", seed=seed)
+    params, state = model.backend.read_state()
+    model.backend = NumpyBackend(program, np.float64)
+    model.backend.load_state(params, state)
+    return model
+
+
+def _value(run: _Run, name: str):
+    """An array (or the loss) of a run, by its row's name."""
+    if name == "loss (mean over steps)":
+        return run.train["loss"]
+    if name == "loss after training":
+        return run.evaluation["loss"]
+    return run.params[name] if name in run.params else run.state[name]
+
+
+def _rows(program, reference: _Run, run: _Run, rtol: float, atol: float, exact: _Run | None = None) -> list[Row]:
     compared = [("loss (mean over steps)", reference.train["loss"], run.train["loss"], True),
                 ("loss after training", reference.evaluation["loss"], run.evaluation["loss"], True)]
     compared += [(f"{k} (mean over steps)", reference.train[k], run.train[k], False)
@@ -169,6 +207,10 @@ def _rows(program, reference: _Run, run: _Run, rtol: float, atol: float) -> list
     for name, a, b, checked in compared:
         diff, rel, scale = _differences(a, b)
         status = "unchecked" if not checked else "ok" if diff <= rtol * scale + atol else "FAIL"
+        if status == "FAIL" and exact is not None:
+            noise = _differences(_value(exact, name), a)[0]
+            if _differences(_value(exact, name), b)[0] <= NOISE * noise + atol:
+                status = "noise"
         rows.append(Row(name, diff, rel, status))
     return rows
 
