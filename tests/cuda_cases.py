@@ -17,6 +17,7 @@ from modelc.compiler import elementwise
 from modelc.compiler.build import build_program
 from modelc.compiler.catalog import LOSSES, METRICS, OPTIMIZERS
 from modelc.compiler.emitter import Emitter
+from modelc.compiler.image_primitives import out_size, same_pads
 from modelc.compiler.ir import BATCH, F32, I64, Graph, Value
 from modelc.compiler.primitives import PRIMITIVES
 from modelc.grammar.parser import parse
@@ -51,6 +52,14 @@ class G:
         v = Value(name, F32, tuple(shape), "param")
         self.graph.params.append(v)
         self.init[name] = (rng.standard_normal(shape) * scale).astype(np.float32)
+        return v
+
+    def stat(self, name, shape, rng, positive=False):
+        """A moving statistic: a parameter that is updated (moving_average), not trained."""
+        v = Value(name, F32, tuple(shape), "stat")
+        self.graph.params.append(v)
+        a = rng.standard_normal(shape)
+        self.init[name] = (np.abs(a) + 0.5 if positive else a).astype(np.float32)
         return v
 
     def state(self, name, shape, rng):
@@ -344,6 +353,130 @@ for _d in METRICS.values():
             case(f"metric {_d.name}: {_rule.name} on {_f} targets")(_metric_case(_rule.name, _attrs, _f))
 
 
+# ---------------------------------------------------------------- convolution, pooling, normalization
+
+def _kernel_with(*prims):
+    """A plan check: some kernel runs all of `prims` (a fused epilogue, a fused reduction)."""
+    def check(plan):
+        if any(set(prims) <= {o.prim for o in kern.ops} for kern in plan.kernels):
+            return None
+        return f"no kernel runs {', '.join(prims)} together:\n{plan.describe()}"
+    return check
+
+
+def _both(*checks):
+    return lambda plan: next((c for c in (check(plan) for check in checks) if c), None)
+
+
+def _geometry(hw, window, strides, padding):
+    pads = ((same_pads(hw[0], window[0], strides[0]) + same_pads(hw[1], window[1], strides[1]))
+            if padding == "same" else (0, 0, 0, 0))
+    out = (out_size(hw[0], window[0], strides[0], pads[0], pads[1]),
+           out_size(hw[1], window[1], strides[1], pads[2], pads[3]))
+    return pads, out
+
+
+def _conv_case(label, hw, c, f, window, strides, padding):
+    """conv2d with bias and relu fused into its epilogue, its input gradient, and its kernel
+    gradient with the bias gradient fused, on gathered images (the target is the gradient)."""
+    def build():
+        rng = rng_for(label)
+        pads, (oh, ow) = _geometry(hw, window, strides, padding)
+        g = G((*hw, c), (oh, ow, f))
+        k, b = g.param("k", (*window, c, f), rng), g.param("b", (f,), rng)
+        geometry = {"strides": strides, "pads": pads}
+        z = g("bias_add", g("conv2d", g.x, k, **geometry), b)
+        g.out(z=z, y=g("act", z, fn="relu"), dx=g("conv2d_input_grad", g.t, k, size=hw, **geometry),
+              dk=g("conv2d_kernel_grad", g.x, g.t, window=window, **geometry), db=g("sum_to_last", g.t))
+        return Case(g, randn(rng, 5, *hw, c), randn(rng, 5, oh, ow, f),
+                    expect=_both(_kernel_with("conv2d", "bias_add", "act"),
+                                 _kernel_with("conv2d_kernel_grad", "sum_to_last")))
+    return build
+
+
+CONV_CASES = [("3x3 same, stride 1", (5, 5), 2, 3, (3, 3), (1, 1), "same"),
+              ("2x2 (even) same, stride 2, odd image: pads (0, 1, 0, 1)", (5, 5), 3, 2, (2, 2), (2, 2), "same"),
+              ("4x4 (even) same, stride 1: pads (1, 2, 1, 2)", (4, 5), 1, 3, (4, 4), (1, 1), "same"),
+              ("3x2 valid, strides (2, 1)", (6, 5), 3, 5, (3, 2), (2, 1), "valid"),
+              ("3x3 same, strides (2, 3)", (6, 7), 2, 3, (3, 3), (2, 3), "same")]
+for _label, *_args in CONV_CASES:
+    case(f"conv2d {_label}: epilogue, input and kernel gradients, batch 5")(_conv_case(_label, *_args))
+
+
+def _pool_case(label, prim, hw, c, window, strides, padding):
+    """A pooling and its gradient on gathered images; max pooling on small integers, so
+    windows hold ties (the gradient goes to the first largest element)."""
+    def build():
+        rng = rng_for(label)
+        pads, (oh, ow) = _geometry(hw, window, strides, padding)
+        g = G((*hw, c), (oh, ow, c))
+        geometry = {"window": window, "strides": strides, "pads": pads}
+        grad = (g("max_pool_grad", g.t, g.x, **geometry) if prim == "max_pool"
+                else g("avg_pool_grad", g.t, size=hw, **geometry))
+        g.out(y=g(prim, g.x, **geometry), dx=grad)
+        x = (rng.integers(-2, 3, (7, *hw, c)).astype(np.float32) if prim == "max_pool"
+             else randn(rng, 7, *hw, c))
+        return Case(g, x, randn(rng, 7, oh, ow, c))
+    return build
+
+
+POOL_CASES = [("max_pool", "2x2 stride 2 valid, ragged (5x5: the last row and column in no window)",
+               (5, 5), 3, (2, 2), (2, 2), "valid"),
+              ("max_pool", "3x3 stride 2 same, overlapping windows", (5, 6), 2, (3, 3), (2, 2), "same"),
+              ("max_pool", "2x3 stride 1 same", (4, 4), 2, (2, 3), (1, 1), "same"),
+              ("max_pool", "global (window = image)", (3, 4), 5, (3, 4), (3, 4), "valid"),
+              ("max_pool", "2x1 strides (3, 2): elements between the windows", (7, 5), 2, (2, 1), (3, 2), "valid"),
+              ("avg_pool", "3x3 stride 2 same (edge windows count fewer elements)", (5, 4), 3, (3, 3), (2, 2), "same"),
+              ("avg_pool", "2x2 stride 1 valid, overlapping", (3, 3), 2, (2, 2), (1, 1), "valid"),
+              ("avg_pool", "global (window = image)", (3, 4), 5, (3, 4), (3, 4), "valid")]
+for _prim, _label, *_args in POOL_CASES:
+    case(f"{_prim} {_label} and its gradient")(_pool_case(_prim + _label, _prim, *_args))
+
+
+@case("batch_normalize of [3, 3, 4] images with its moving averages fused, scale_last, bias_add; its gradient")
+def _():
+    rng = rng_for("bn4")
+    g = G((3, 3, 4), (3, 3, 4))
+    gamma, beta = g.param("gamma", (4,), rng), g.param("beta", (4,), rng)
+    mm, mv = g.stat("mm", (4,), rng), g.stat("mv", (4,), rng, positive=True)
+    xhat, mean, var = g.op("batch_normalize", g.x, epsilon=1e-3).outputs
+    g.emit.emit_op("moving_average", (mm, mean), {"momentum": 0.9}, writes=(mm,))
+    g.emit.emit_op("moving_average", (mv, var), {"momentum": 0.99}, writes=(mv,))
+    g.out(y=g("bias_add", g("scale_last", xhat, gamma), beta), mean=mean, var=var,
+          dx=g("batch_normalize_grad", g.t, xhat, var, epsilon=1e-3))
+    return Case(g, randn(rng, 7, 3, 3, 4, scale=2.0) + 1.5, randn(rng, 7, 3, 3, 4),
+                expect=_kernel_with("batch_normalize", "moving_average"))
+
+
+@case("batch_normalize of [5] features; moving_average of another statistic; normalize (inference)")
+def _():
+    rng = rng_for("bn2")
+    g = G((5,), (5,))
+    mm, mv, ms = g.stat("mm", (5,), rng), g.stat("mv", (5,), rng, positive=True), g.stat("ms", (5,), rng)
+    xhat, mean, var = g.op("batch_normalize", g.x, epsilon=0.01).outputs
+    g.emit.emit_op("moving_average", (ms, g("sum_to_last", g.x)), {"momentum": 0.75}, writes=(ms,))
+    g.out(xhat=xhat, var=var, dx=g("batch_normalize_grad", g.t, xhat, var, epsilon=0.01),
+          n=g("normalize", g.x, mm, mv, epsilon=0.01))
+    return Case(g, randn(rng, 7, 5) - 0.5, randn(rng, 7, 5), expect=_kernel_with("moving_average"))
+
+
+def _layer_norm_case(shape):
+    def build():
+        rng = rng_for(f"ln{shape}")
+        g = G(shape, shape)
+        gamma = g.param("gamma", (shape[-1],), rng)
+        xhat, var = g.op("layer_normalize", g.x, epsilon=1e-3).outputs
+        g.out(xhat=xhat, var=var, y=g("scale_last", xhat, gamma),
+              dx=g("layer_normalize_grad", g.t, xhat, var, epsilon=1e-3))
+        return Case(g, randn(rng, 7, *shape, scale=2.0) + 0.5, randn(rng, 7, *shape))
+    return build
+
+
+for _shape in ((2, 3, 5), (7,)):
+    case(f"layer_normalize over the last axis of {list(_shape)} and its gradient in one row kernel")(
+        _layer_norm_case(_shape))
+
+
 # ---------------------------------------------------------------- optimizers
 
 def _optimizer_variants():
@@ -435,6 +568,24 @@ network {
 }
 loss      binary_crossentropy(t, p, label_smoothing=0.1)
 optimizer rmsprop(lr=0.01, momentum=0.5)
+metrics   accuracy
+""",
+    "cnn": """
+model cnn
+input  image: f32[8, 8, 1]
+target label: int[] classes 3
+network {
+    image -> conv2d(4, 3, relu, padding=same)
+          -> batch_normalization
+          -> max_pooling2d(2)
+          -> conv2d(6, [2, 2], strides=2, activation=relu)
+          -> layer_normalization
+          -> average_pooling2d(2, padding=same)
+          -> global_average_pooling2d
+          -> dense(3, softmax) => probs
+}
+loss      sparse_categorical_crossentropy(label, probs)
+optimizer adam(lr=0.01)
 metrics   accuracy
 """,
     "sparse": """

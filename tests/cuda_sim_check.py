@@ -171,6 +171,12 @@ def _():
     return compare_training(cuda_cases.program("sparse"), 24, 3)[0]
 
 
+@spec_check("cnn: conv2d (bias + relu fused), batch norm (moving statistics), max/avg/global pooling, "
+            "layer norm, 2 steps of adam at batch 4 with a partial batch, then evaluate and predict")
+def _():
+    return compare_training(cuda_cases.program("cnn"), 7, 2, batch=4)[0]
+
+
 @spec_check("train in chunks with one order (as under a progress bar), then a new order")
 def _():
     prog = cuda_cases.program("blobs")

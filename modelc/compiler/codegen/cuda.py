@@ -82,7 +82,7 @@ class DeviceGraph:
                         static.append(self.buffers[vid])
                         continue
                     v = self.values[vid]
-                    store = b.d_params if v.role == "param" else b.d_state
+                    store = b.d_params if v.role in ("param", "stat") else b.d_state
                     if v.name not in store:
                         raise ModelcError(f"the cuda backend has no value for {v.role} '{v.name}'",
                                           hint="load the weights (load_state) before running")

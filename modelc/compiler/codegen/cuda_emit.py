@@ -70,7 +70,7 @@ class KernelBuilder:
                 raise CudaCodegenError(f"a kernel would write the data input {base.name}")
             return self.param(("data", role), "i64[]" if base.dtype == I64 else "f32[]", f"d_{ident(base.name)}")
         (self.writes if write else self.reads).add(base.id)
-        prefix = {"param": "p_", "state": "s_"}.get(base.role, "t_")
+        prefix = {"param": "p_", "stat": "p_", "state": "s_"}.get(base.role, "t_")
         return self.param(("value", base.id), "i64[]" if base.dtype == I64 else "f32[]",
                           prefix + ident(base.name))
 
@@ -124,10 +124,24 @@ class KernelBuilder:
 @dataclass
 class At:
     """Where an elementwise chain is evaluated: sample r, in-sample index c (or flat c
-    for unbatched values), and the flat index into the whole batch tensor."""
+    for unbatched values), and the flat index into the whole batch tensor. `last`,
+    when a template knows it: (n, the index along a last axis of n elements), so a
+    per-channel read needs no `c % n`."""
     r: str
     c: str
     flat: str
+    last: tuple[int, str] | None = None
+
+
+def last_index(k: KernelBuilder, x: Value, at: At) -> str:
+    """The index along the last axis of x, read elementwise at `at` (a bias or a
+    per-channel statistic's element)."""
+    n = x.shape[-1]
+    if at.last is not None and at.last[0] == n:
+        return at.last[1]
+    base = k.p.base(x)
+    whole_row = (base.batched and x.rank == 2) or (not base.batched and x.rank == 1)
+    return at.c if whole_row else f"({at.c}) % {n}"
 
 
 class RowBuilder:

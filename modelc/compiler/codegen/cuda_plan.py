@@ -48,10 +48,11 @@ class LaunchConfig:
     max_lanes: int = 32     # lanes per row (a warp per row for wide rows)
     col_lanes: int = 32     # column reductions: lanes over columns ...
     col_rows: int = 8       # ... and rows striding down the batch
+    conv_chunk: int = 512   # rows (B*OH*OW) per partial sum of a convolution's kernel gradient
 
 
 GPU_CONFIG = LaunchConfig()
-SIM_CONFIG = LaunchConfig(tile=4, threads=32, row_threads=16, max_lanes=4, col_lanes=4, col_rows=4)
+SIM_CONFIG = LaunchConfig(tile=4, threads=32, row_threads=16, max_lanes=4, col_lanes=4, col_rows=4, conv_chunk=32)
 
 
 # ---------------------------------------------------------------- small helpers

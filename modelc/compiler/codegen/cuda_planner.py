@@ -12,7 +12,10 @@ Grouping (one kernel each), with the kernel templates each group is written in:
     batch mean (accumulated on the device) and its gradient, one row per group
     of lanes, reductions in shared memory;
   * column reductions (`sum_to_last` not fused), concat / slice copies;
-  * the optimizer: one kernel updates every parameter.
+  * the optimizer: one kernel updates every parameter;
+  * convolutions (implicit GEMMs on the matmul's tiles, with the same epilogues
+    and fused bias gradient) and pooling: `cuda_image`; batch normalization's
+    column statistics, moving averages, layer normalization: `cuda_norm`.
 
 Data inputs are read through the epoch's index, so the gather happens in the
 first matmul's tile loads and in the loss kernel's label reads. What each
@@ -20,6 +23,7 @@ primitive turns into is `cuda_rules.LOWERINGS`.
 """
 from __future__ import annotations
 
+from modelc.compiler.codegen import cuda_image, cuda_norm
 from modelc.compiler.codegen.cuda_emit import At, KernelBuilder, RowBuilder, ident
 from modelc.compiler.codegen.cuda_formulas import UPDATES
 from modelc.compiler.codegen.cuda_plan import (GPU_CONFIG, Buffer, CudaCodegenError, Extent, Kernel, LaunchConfig,
@@ -76,6 +80,7 @@ class _Planner:
         self.kernels: list[Kernel] = []
         self.stored: set[int] = set()
         self.step_scalars: list[StepScalars] = []
+        self.aux: dict[int, Value] = {}      # op id -> what its staged reduction left for its elementwise part
 
     # values -----------------------------------------------------------
     def base(self, v: Value) -> Value:
@@ -97,7 +102,7 @@ class _Planner:
     def available(self, v: Value, anchor: int, local: set[int]) -> bool:
         """v can be read by a kernel placed at op index `anchor`."""
         b = self.base(v)
-        if b.id in local or b.id in self.const or b.id in self.data or b.role in ("param", "state", "scalar"):
+        if b.id in local or b.id in self.const or b.id in self.data or b.role in ("param", "stat", "state", "scalar"):
             return True
         prod = self.producer.get(b.id)
         return prod is not None and self.pos[id(prod)] < anchor and id(prod) in self.done
@@ -132,12 +137,13 @@ class _Planner:
             tail = nxt
 
     def find_colsum(self, op: Op) -> Op | None:
-        """sum_to_last(g) for the weight gradient a^T @ g: the column sums of g come
-        from the same shared-memory tiles of g (blocks in the first tile row)."""
-        if not op.attrs.get("ta") or op.attrs.get("tb"):
+        """sum_to_last(g) for the weight gradient a^T @ g (or a convolution's kernel
+        gradient): the column sums of g come from the same shared-memory tiles of g
+        (blocks in the first tile row)."""
+        if op.prim == "matmul" and (not op.attrs.get("ta") or op.attrs.get("tb")):
             return None
         g = self.base(op.inputs[1])
-        if not g.batched or g.rank != 2:
+        if not g.batched or g.rank != (2 if op.prim == "matmul" else 4):
             return None
         here = self.pos[id(op)]
         for cand in self.users.get(g.id, []):
@@ -158,7 +164,7 @@ class _Planner:
         self.done: set[int] = set()
         colsums = {}
         for op in self.ops:
-            if op.prim == "matmul":
+            if op.prim in ("matmul", "conv2d_kernel_grad"):
                 cand = self.find_colsum(op)
                 if cand is not None:
                     colsums[id(op)] = cand
@@ -174,9 +180,15 @@ class _Planner:
             if id(op) in self.claimed:      # runs later, inside the kernel that claimed it
                 i += 1
                 continue
+            if kind == "staged":            # its column reduction first, then an elementwise chain
+                cuda_norm.emit_stats(self, op)
             if kind == "matmul":
                 self.emit_matmul(i, op, colsums.get(id(op)))
-            elif kind == "elementwise":
+            elif kind == "conv":
+                cuda_image.emit_conv(self, i, op, colsums.get(id(op)))
+            elif kind == "pool":
+                cuda_image.emit_pool(self, i, op)
+            elif kind in ("elementwise", "staged"):
                 self.claimed.add(id(op))
                 local = {v.id for v in op.outputs}
                 chain = [op] + self.grow_chain(i, op, local, op.outputs[0].sample_size())
@@ -189,13 +201,16 @@ class _Planner:
                 self.emit_sum_squares(op)
             elif kind == "copy":
                 self.emit_copy(op)
-            elif kind == "update":
+            elif kind in ("update", "moving"):
                 group = [op]
                 j = i + 1
                 while j < len(self.ops) and self.ops[j].prim == op.prim and self.ops[j].attrs == op.attrs:
                     group.append(self.ops[j])
                     j += 1
-                self.emit_update(group)
+                if kind == "update":
+                    self.emit_update(group)
+                else:
+                    cuda_norm.emit_moving(self, group)
             i += 1
         self.outputs_plan()
         return self.finish()
@@ -259,7 +274,7 @@ class _Planner:
                 return local.get(b.id) or k.ref(v, at.r, at.c)
             stmts, outs = LOWERINGS[op.prim].emit(k, op, get, at)
             lines += stmts
-            for value in op.outputs:
+            for value in (v for v in op.outputs if v.id in outs):
                 expr = outs[value.id]
                 var = k.tmp("e")
                 lines.append(f"{var} = {expr}")
@@ -528,7 +543,7 @@ class _Planner:
         for kern in self.kernels:
             for vid in kern.reads:
                 v = values.get(vid)
-                if v is not None and v.role in ("param", "state"):
+                if v is not None and v.role in ("param", "stat", "state"):
                     continue
                 if vid not in written and not (kern.kind == "rows" and vid in kern.writes):
                     name = v.name if v is not None else vid
@@ -542,7 +557,7 @@ class _Planner:
                     every.setdefault(v.id, v)
         for vid in written:
             v = every[vid]
-            if v.role in ("param", "state"):
+            if v.role in ("param", "stat", "state"):
                 continue
             buffers[vid] = Buffer(v, v.batched, v.sample_size(), v.dtype)
         header = ["import math", "from numba import cuda, float32, float64, int32, int64, uint64", "",

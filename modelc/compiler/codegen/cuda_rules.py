@@ -19,9 +19,10 @@ from typing import Callable
 import numpy as np
 
 from modelc.compiler import elementwise
-from modelc.compiler.codegen.cuda_emit import RowBuilder
+from modelc.compiler.codegen.cuda_emit import RowBuilder, last_index
 from modelc.compiler.codegen.cuda_formulas import ROW_LOWERINGS, UPDATES
 from modelc.compiler.codegen.cuda_inline import inline_helpers
+from modelc.compiler.codegen.cuda_norm import NORM_ELEMENTWISE, NORM_ROWS, NORM_STAGED
 from modelc.compiler.codegen.cuda_plan import CudaCodegenError, lit
 from modelc.compiler.expr import to_scalar_source
 from modelc.compiler.ir import Op
@@ -36,11 +37,7 @@ def _expr_names(expression: str) -> set[str]:
 
 def _ew_bias_add(k, op, get, at):
     x, b = op.inputs
-    last = x.shape[-1]
-    base = k.p.base(x)
-    whole_row = (base.batched and x.rank == 2) or (not base.batched and x.rank == 1)
-    col = at.c if whole_row else f"({at.c}) % {last}"
-    return [], {op.out.id: f"{get(x)} + {k.ref(b, '0', col)}"}
+    return [], {op.out.id: f"{get(x)} + {k.ref(b, '0', last_index(k, x, at))}"}
 
 
 def _act_names(op, fn, bound: dict):
@@ -166,7 +163,9 @@ def _row_mean_grad(rb: RowBuilder, op: Op):
 
 @dataclass(frozen=True)
 class Lowering:
-    """kind: matmul | elementwise | row | colsum | sumsq | copy | update | alias | constant."""
+    """kind: matmul | elementwise | row | colsum | sumsq | copy | update | alias | constant,
+    conv | pool (`cuda_image`), staged (a column reduction, then an elementwise part:
+    `cuda_norm.emit_stats`) | moving (`cuda_norm.emit_moving`)."""
     kind: str
     emit: Callable | None = None
     geometry: str = ""          # row ops: "last" (last axis) | "sample" (whole sample) | "any"
@@ -193,6 +192,17 @@ LOWERINGS: dict[str, Lowering] = {
     "log_softmax_grad": Lowering("row", _row_log_softmax_grad, "last"),
     "mean": Lowering("row", _row_mean, "any"),
     "mean_grad": Lowering("row", _row_mean_grad, "any"),
+    "conv2d": Lowering("conv"),
+    "conv2d_input_grad": Lowering("conv"),
+    "conv2d_kernel_grad": Lowering("conv"),
+    "max_pool": Lowering("pool"),
+    "avg_pool": Lowering("pool"),
+    "max_pool_grad": Lowering("pool"),
+    "avg_pool_grad": Lowering("pool"),
+    "moving_average": Lowering("moving"),
+    **{prim: Lowering("staged", emit) for prim, emit in NORM_STAGED.items()},   # batch normalization
+    **{prim: Lowering("elementwise", emit) for prim, emit in NORM_ELEMENTWISE.items()},
+    **{prim: Lowering("row", emit, "last") for prim, emit in NORM_ROWS.items()},    # layer normalization
     **{prim: Lowering("row", emit, "sample") for prim, emit in ROW_LOWERINGS.items()},   # losses, metrics
     **{prim: Lowering("update") for prim in UPDATES},
 }
