@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import textwrap
 
+from modelc.compiler import elementwise, expr
 from modelc.compiler.codegen.cpu_kernels import kernel
 
 GEOMETRY = "i:h i:w i:c i:kh i:kw i:sh i:sw i:pt i:pl i:oh i:ow"
@@ -80,6 +81,35 @@ y = out.reshape((out.shape[0] // f, f))
 {_indent(_IM2COL, 4)}
     np.dot(ws[:rows], k, y[first * oh * ow:first * oh * ow + rows])
 """)
+
+
+
+def _conv_bias_act(name: str, act: elementwise.Activation) -> None:
+    """The convolution with bias and activation applied to each chunk's rows while they are
+    in the cache: z = conv + b (kept: the activation's gradient reads it) and y = act(z)."""
+    options = " ".join(f"f:{p}_" for p in act.params)
+    casts = "\n".join(f"{p} = f32({p}_)" for p in act.params)
+    forward = expr.to_scalar_source(act.forward, {"x": "t", **{p: p for p in act.params}})
+    _register(f"k_conv2d_bias_act_{name}", f"v:x m:k v:b v:out v:act m:ws {GEOMETRY} {options}", f"""
+{casts}
+f = k.shape[1]
+y = out.reshape((out.shape[0] // f, f))
+ya = act.reshape((act.shape[0] // f, f))
+{_CHUNKS.strip()}
+{_indent(_IM2COL, 4)}
+    at = first * oh * ow
+    np.dot(ws[:rows], k, y[at:at + rows])
+    for r in range(at, at + rows):
+        for j in range(f):
+            t = y[r, j] + b[j]
+            y[r, j] = t
+            ya[r, j] = {forward}
+""")
+
+
+for _name, _act in elementwise.ACTIVATIONS.items():
+    _conv_bias_act(_name, _act)
+
 
 _register("k_conv2d_kernel_grad", f"v:x v:g m:dk m:ws m:part {GEOMETRY}", f"""
 f = dk.shape[1]

@@ -185,7 +185,15 @@ def _conv2d(op: Op, ahead):
     x, k = op.inputs
     geometry = _geometry(x.shape, k.shape[:2], op.out.shape, op.attrs)
     ws = _workspace(op, geometry[-2] * geometry[-1], int(k.shape[0] * k.shape[1] * k.shape[2]))
-    return [Call("k_conv2d", (flat(x), mat(k), flat(op.out), ws) + geometry)]
+    bias = ahead(lambda nxt: nxt.prim == "bias_add" and nxt.inputs[0] is op.out)
+    act = bias and ahead(lambda nxt: nxt.prim == "act" and nxt.inputs[0] is bias.out)
+    if act:       # bias and activation on each chunk's rows while they are in the cache
+        return [Call(f"k_conv2d_bias_act_{act.attrs['fn']}", (flat(x), mat(k), flat(bias.inputs[1]),
+                     flat(bias.out), flat(act.out), ws) + geometry + _options(act))]
+    calls = [Call("k_conv2d", (flat(x), mat(k), flat(op.out), ws) + geometry)]
+    if bias:
+        calls.append(Call("k_bias_add", (mat(op.out), flat(bias.inputs[1]), mat(bias.out))))
+    return calls
 
 
 @lowering("conv2d_kernel_grad")

@@ -93,9 +93,11 @@ def lower_graph(graph: Graph, formulas) -> Lowered:
         taken: list[Op] = []
 
         def ahead(predicate, index=index):
-            """Let a lowering absorb the next op (bias+activation, grad+bias-grad)."""
-            if index + 1 < len(ops) and predicate(ops[index + 1]):
-                nxt = ops[index + 1]
+            """Let a lowering absorb the next op (bias+activation, grad+bias-grad); called
+            again, the one after it (convolution+bias+activation)."""
+            at = index + 1 + len(taken)
+            if at < len(ops) and predicate(ops[at]):
+                nxt = ops[at]
                 taken.append(nxt)
                 consumed.add(id(nxt))
                 return nxt
