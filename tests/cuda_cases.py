@@ -355,6 +355,8 @@ for _d in METRICS.values():
 
 # ---------------------------------------------------------------- convolution, pooling, normalization
 
+_FIRST_IMAGE_CASE = len(CASES)
+
 def _kernel_with(*prims):
     """A plan check: some kernel runs all of `prims` (a fused epilogue, a fused reduction)."""
     def check(plan):
@@ -377,19 +379,23 @@ def _geometry(hw, window, strides, padding):
 
 
 def _conv_case(label, hw, c, f, window, strides, padding):
-    """conv2d with bias and relu fused into its epilogue, its input gradient, and its kernel
-    gradient with the bias gradient fused, on gathered images (the target is the gradient)."""
+    """conv2d with bias and relu fused into its epilogue, its input gradient with the
+    previous layer's activation gradient fused into its epilogue, and its kernel gradient
+    with the bias gradient fused, on gathered images (the target is the gradient)."""
     def build():
         rng = rng_for(label)
         pads, (oh, ow) = _geometry(hw, window, strides, padding)
         g = G((*hw, c), (oh, ow, f))
         k, b = g.param("k", (*window, c, f), rng), g.param("b", (f,), rng)
         geometry = {"strides": strides, "pads": pads}
-        z = g("bias_add", g("conv2d", g.x, k, **geometry), b)
-        g.out(z=z, y=g("act", z, fn="relu"), dx=g("conv2d_input_grad", g.t, k, size=hw, **geometry),
+        before = g("act", g.x, fn="elu")
+        z = g("bias_add", g("conv2d", before, k, **geometry), b)
+        dx = g("conv2d_input_grad", g.t, k, size=hw, **geometry)
+        g.out(z=z, y=g("act", z, fn="relu"), dx=dx, dbefore=g("act_grad", dx, g.x, before, fn="elu"),
               dk=g("conv2d_kernel_grad", g.x, g.t, window=window, **geometry), db=g("sum_to_last", g.t))
         return Case(g, randn(rng, 5, *hw, c), randn(rng, 5, oh, ow, f),
                     expect=_both(_kernel_with("conv2d", "bias_add", "act"),
+                                 _kernel_with("conv2d_input_grad", "act_grad"),
                                  _kernel_with("conv2d_kernel_grad", "sum_to_last")))
     return build
 
@@ -475,6 +481,9 @@ def _layer_norm_case(shape):
 for _shape in ((2, 3, 5), (7,)):
     case(f"layer_normalize over the last axis of {list(_shape)} and its gradient in one row kernel")(
         _layer_norm_case(_shape))
+
+# the cases above, which tests/test_cuda_ptx.py also compiles for sm_90 and links
+IMAGE_CASES = [name for name, _ in CASES[_FIRST_IMAGE_CASE:]]
 
 
 # ---------------------------------------------------------------- optimizers

@@ -7,6 +7,7 @@ the register / shared-memory / spill report. Also: no GPU is a clear error.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,53 @@ def test_every_simulated_case_compiles_to_ptx(compiler):
             assert ".visible .entry" in text, f"{name}: {kernel}"
         count += len(ptx)
     assert count >= len(cuda_cases.CASES)
+
+
+def _check_links(rows, arch):
+    """No spills, room for 4 blocks of 256 threads per SM; the GEMMs' two padded tiles (and
+    the statistics kernels' reduction arrays) in shared memory."""
+    tiles = 2 * GPU_CONFIG.tile * (GPU_CONFIG.tile + 1) * 4
+    for row in rows:
+        assert row.arch == arch and row.cubin_bytes > 0, str(row)
+        assert 0 < row.registers <= 64, str(row)
+        assert row.spill_stores == 0 and row.spill_loads == 0 and row.stack_bytes == 0, str(row)
+        if re.search(r"\bk\d+_conv_", row.kernel.split(".")[-1]):
+            assert row.shared_bytes in ((tiles,) if arch == "sm_80" else (tiles, tiles + 1024)), str(row)
+        if re.search(r"\bk\d+_bnstats_", row.kernel.split(".")[-1]):
+            assert row.shared_bytes >= 2 * GPU_CONFIG.threads * 4, str(row)
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_convolution_pooling_normalization_kernels_compile_and_link(compiler, arch, tmp_path):
+    """Every kernel of the image and normalization cases (GPU launch configuration) and of
+    the cnn spec the simulator trains, as PTX for both architectures, linked by nvJitLink."""
+    pytest.importorskip("cuda.bindings.nvjitlink", reason="nvJitLink (cuda-bindings) is not installed")
+    memo: dict = {}
+    paths = []
+    cases = dict(cuda_cases.CASES)
+    for n, name in enumerate(cuda_cases.IMAGE_CASES):
+        plan = plan_graph(cases[name]().g.graph, GPU_CONFIG)
+        for kernel, text in plan_ptx(plan, arch, memo).items():
+            assert ".visible .entry" in text and f".target {arch}" in text, f"{name}: {kernel}"
+            path = tmp_path / "cases" / f"case{n}.{kernel}.ptx"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text)
+            paths.append(path)
+    kinds = {k.kind for name in cuda_cases.IMAGE_CASES for k in plan_graph(cases[name]().g.graph).kernels}
+    assert {"conv", "reduce", "pool", "bnstats", "moving", "rows", "ew"} <= kinds
+    paths += emit_ptx(cuda_cases.program("cnn"), tmp_path / "cnn", arch)
+    _check_links(link_report(paths, arch), arch)
+
+
+def test_convnet_launches_per_step():
+    """specs/mnist_cnn.model (documented in docs/cuda.md): each convolution one implicit-GEMM
+    kernel forward, its input gradient one, its kernel gradient two (chunk partials, then
+    their sum with the bias gradient); pooling one kernel each way."""
+    plans = plans_for(_program(ROOT / "specs" / "mnist_cnn.model"))
+    kinds = [k.kind for k in plans["train"].kernels]
+    assert kinds == ["conv", "pool", "conv", "pool", "matmul", "rows", "matmul", "matmul", "pool", "conv",
+                     "conv", "reduce", "pool", "conv", "reduce", "update"], kinds
+    assert [k.kind for k in plans["evaluate"].kernels] == ["conv", "pool", "conv", "pool", "matmul", "rows"]
 
 
 # ---------------------------------------------------------------- no GPU

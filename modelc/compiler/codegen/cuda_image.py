@@ -32,7 +32,7 @@ pooling's gradient recomputes each covering window's first largest element.
 from __future__ import annotations
 
 from modelc.compiler.codegen.cuda_emit import At
-from modelc.compiler.codegen.cuda_plan import Extent, indent, lit
+from modelc.compiler.codegen.cuda_plan import CudaCodegenError, Extent, indent, lit
 from modelc.compiler.ir import BATCH, F32, Op, Value
 
 
@@ -80,6 +80,10 @@ def _epilogue(p, k, op: Op, chain, M: str, N: int) -> list[str]:
 
 
 def emit_conv(p, i: int, op: Op, colsum: Op | None):
+    """A convolution or one of its gradients; grids put the tiles of the B*H*W rows on x
+    (2^31 - 1 blocks), as a large image batch needs."""
+    if not op.inputs[0].batched:
+        raise CudaCodegenError(f"{op.prim} of an unbatched value")
     if op.prim == "conv2d":
         _forward(p, i, op)
     elif op.prim == "conv2d_input_grad":
@@ -101,7 +105,7 @@ def _forward(p, i: int, op: Op):
     T = p.cfg.tile
     M = f"{k.scalar('nb')} * {OH * OW}"
     xa, wa = k.array(x), k.array(w)
-    body = _tiles(T) + [f"m0 = cuda.blockIdx.y * {T}", f"n0 = cuda.blockIdx.x * {T}", "acc = f32(0.0)",
+    body = _tiles(T) + [f"m0 = cuda.blockIdx.x * {T}", f"n0 = cuda.blockIdx.y * {T}", "acc = f32(0.0)",
                         "am = m0 + ty", f"aok = am < {M}"] + _pixel("a", "am", OH, OW)
     body += [f"ah0 = ah * {sh} - {pads[0]}", f"aw0 = aw * {sw} - {pads[2]}",
              f"arow = {k.row_base(x, 'ab')} if aok else 0"]
@@ -117,7 +121,7 @@ def _forward(p, i: int, op: Op):
             f"[B*{OH * OW}, {K}] @ [{K}, {F}], {T}x{T} shared-memory tiles")
     if chain:
         desc += "; epilogue: " + ", ".join(o.prim + (f"({o.attrs['fn']})" if "fn" in o.attrs else "") for o in chain)
-    p.add(k.finish(body, (Extent(0, F, T), Extent(OH * OW, 0, T)), (T, T), desc))
+    p.add(k.finish(body, (Extent(OH * OW, 0, T), Extent(0, F, T)), (T, T), desc))
 
 
 def _input_grad(p, i: int, op: Op):
@@ -133,7 +137,7 @@ def _input_grad(p, i: int, op: Op):
     T = p.cfg.tile
     M = f"{k.scalar('nb')} * {H * W}"
     ga, wa = k.array(g), k.array(w)
-    body = _tiles(T) + [f"m0 = cuda.blockIdx.y * {T}", f"n0 = cuda.blockIdx.x * {T}", "acc = f32(0.0)",
+    body = _tiles(T) + [f"m0 = cuda.blockIdx.x * {T}", f"n0 = cuda.blockIdx.y * {T}", "acc = f32(0.0)",
                         "am = m0 + ty", f"aok = am < {M}"] + _pixel("a", "am", H, W)
     body += [f"aph = ah + {pads[0]}", f"apw = aw + {pads[2]}", f"grow = {k.row_base(g, 'ab')} if aok else 0"]
 
@@ -158,7 +162,7 @@ def _input_grad(p, i: int, op: Op):
             f"[B*{H * W}, {K}] @ [{K}, {C}], {T}x{T} shared-memory tiles")
     if chain:
         desc += "; epilogue: " + ", ".join(o.prim for o in chain)
-    p.add(k.finish(body, (Extent(0, C, T), Extent(H * W, 0, T)), (T, T), desc))
+    p.add(k.finish(body, (Extent(H * W, 0, T), Extent(0, C, T)), (T, T), desc))
 
 
 def _kernel_grad(p, op: Op, colsum: Op | None):
@@ -222,6 +226,8 @@ def _kernel_grad(p, op: Op, colsum: Op | None):
 # ---------------------------------------------------------------- pooling
 
 def emit_pool(p, i: int, op: Op):
+    if not op.inputs[0].batched:
+        raise CudaCodegenError(f"{op.prim} of an unbatched value")
     forward = op.prim in ("max_pool", "avg_pool")
     out = op.out
     chain = p.grow_chain(i, op, {out.id}, out.sample_size())
