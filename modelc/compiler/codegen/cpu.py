@@ -32,7 +32,7 @@ from numba.core.errors import NumbaExperimentalFeatureWarning
 from modelc.compiler import expr
 from modelc.compiler.codegen import Backend
 from modelc.compiler.codegen.cpu_formula_calls import Formulas, addresses, wrappers_source
-from modelc.compiler.codegen.cpu_kernels import KERNELS
+from modelc.compiler.codegen.cpu_kernels import HELPERS, KERNELS
 from modelc.compiler.codegen.cpu_plan import FORMULA, OPCODES, Table, aligned, build_table, dispatch_args, lower_graph
 from modelc.compiler.formulas import SCHEDULE_FUNCTIONS
 from modelc.errors import ModelcError
@@ -148,7 +148,7 @@ def kernels_source() -> str:
     parts = [HEADER.format(version=CODEGEN_VERSION, schedules=schedules),
              ("\n" + expr.SCALAR_HELPERS_SOURCE.strip()).replace("\ndef ", "\n@njit(**JIT)\ndef ").strip(),
              wrappers_source()]
-    parts += [KERNELS[name].source() for name in OPCODES]
+    parts += list(HELPERS.values()) + [KERNELS[name].source() for name in OPCODES]
     parts.append(RUN.format(dispatch="\n".join(dispatch)))
     return "\n\n\n".join(parts) + "\n"
 

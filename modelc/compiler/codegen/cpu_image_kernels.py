@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import textwrap
 
-from modelc.compiler import elementwise, expr
-from modelc.compiler.codegen.cpu_kernels import kernel
+from modelc.compiler import elementwise
+from modelc.compiler.codegen.cpu_kernels import helper, kernel
 
 GEOMETRY = "i:h i:w i:c i:kh i:kw i:sh i:sw i:pt i:pl i:oh i:ow"
 
@@ -61,6 +61,10 @@ for r in range(rows):
                         ws[r, col + j * c + ch] = x[at + ch]
 """
 
+helper("im2col", "x, ws, first, rows, h, w, c, kh, kw, sh, sw, pt, pl, oh, ow",
+       *textwrap.dedent(_IM2COL).strip("\n").splitlines())
+_PATCHES = "    im2col(x, ws, first, rows, h, w, c, kh, kw, sh, sw, pt, pl, oh, ow)"
+
 _CHUNKS = """
 n = x.shape[0] // (h * w * c)
 per = ws.shape[0] // (oh * ow)
@@ -78,7 +82,7 @@ _register("k_conv2d", f"v:x m:k v:out m:ws {GEOMETRY}", f"""
 f = k.shape[1]
 y = out.reshape((out.shape[0] // f, f))
 {_CHUNKS.strip()}
-{_indent(_IM2COL, 4)}
+{_PATCHES}
     np.dot(ws[:rows], k, y[first * oh * ow:first * oh * ow + rows])
 """)
 
@@ -86,24 +90,18 @@ y = out.reshape((out.shape[0] // f, f))
 
 def _conv_bias_act(name: str, act: elementwise.Activation) -> None:
     """The convolution with bias and activation applied to each chunk's rows while they are
-    in the cache: z = conv + b (kept: the activation's gradient reads it) and y = act(z)."""
-    options = " ".join(f"f:{p}_" for p in act.params)
-    casts = "\n".join(f"{p} = f32({p}_)" for p in act.params)
-    forward = expr.to_scalar_source(act.forward, {"x": "t", **{p: p for p in act.params}})
-    _register(f"k_conv2d_bias_act_{name}", f"v:x m:k v:b v:out v:act m:ws {GEOMETRY} {options}", f"""
-{casts}
+    in the cache (cpu_kernels' k_bias_act): z = conv + b (kept: the activation's gradient
+    reads it) and y = act(z)."""
+    options = "".join(f" f:{p}" for p in act.params)
+    _register(f"k_conv2d_bias_act_{name}", f"v:x m:k v:b v:out v:act m:ws {GEOMETRY}{options}", f"""
 f = k.shape[1]
 y = out.reshape((out.shape[0] // f, f))
 ya = act.reshape((act.shape[0] // f, f))
 {_CHUNKS.strip()}
-{_indent(_IM2COL, 4)}
+{_PATCHES}
     at = first * oh * ow
     np.dot(ws[:rows], k, y[at:at + rows])
-    for r in range(at, at + rows):
-        for j in range(f):
-            t = y[r, j] + b[j]
-            y[r, j] = t
-            ya[r, j] = {forward}
+    k_bias_act_{name}(y[at:at + rows], b, y[at:at + rows], ya[at:at + rows]{"".join(", " + p for p in act.params)})
 """)
 
 
@@ -116,7 +114,7 @@ f = dk.shape[1]
 gm = g.reshape((g.shape[0] // f, f))
 dk[:, :] = 0
 {_CHUNKS.strip()}
-{_indent(_IM2COL, 4)}
+{_PATCHES}
     np.dot(ws[:rows].T, gm[first * oh * ow:first * oh * ow + rows], part)
     for a in range(dk.shape[0]):
         for b in range(f):

@@ -59,6 +59,7 @@ class Formula:
 
 
 KERNELS: dict[str, Kernel] = {}
+HELPERS: dict[str, str] = {}     # name -> source of a plain @njit function kernels call (no opcode)
 
 
 def kernel(name: str, params: str, *body: str) -> None:
@@ -66,6 +67,12 @@ def kernel(name: str, params: str, *body: str) -> None:
     pairs = tuple(tuple(p.split(":")) for p in params.split())
     assert all(kind in KINDS for kind, _ in pairs), params
     KERNELS[name] = Kernel(name, pairs, body)
+
+
+def helper(name: str, params: str, *body: str) -> None:
+    """Register a function that kernels call (a convolution's patch copy), compiled once."""
+    HELPERS[name] = "\n".join([f"@njit(**JIT)", f"def {name}({params}):"] +
+                               ["    " + line if line else line for line in body])
 
 
 def mat(value: Value) -> View:
