@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:   # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
+from benchlib import append_report, blas_info, median_after_first, peak_mb  # noqa: E402 - bench/ is the script's own folder
 SPEC = ROOT / "specs" / "mnist_cnn.model"
 TRAIN_SAMPLES = 60000
 COLUMNS = ("modelc", "torch", "floor", "startup")
@@ -62,10 +63,6 @@ def _images(args):
     y, yt = splits.train.y[:limit], splits.test.y[:limit]
     return x, data.one_hot(y, 10).astype(np.float32), xt, data.one_hot(yt, 10).astype(np.float32), yt
 
-
-def _peak_mb() -> float:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _blas_threads() -> list:
@@ -101,7 +98,7 @@ def worker_modelc(args) -> dict:
     import numba
     return {**result, "epoch_s": [e["seconds"] for e in history.epochs],
             "train_loss": [round(e["loss"], 4) for e in history.epochs], "samples": len(x),
-            "accuracy": accuracy, "peak_mb": _peak_mb(), "numba_threads": numba.get_num_threads(),
+            "accuracy": accuracy, "peak_mb": peak_mb(), "numba_threads": numba.get_num_threads(),
             "blas_threads": _blas_threads(), "launches_per_step": getattr(backend, "kernel_launches_per_step", None)}
 
 
@@ -142,7 +139,7 @@ def worker_torch(args) -> dict:
                          for i in range(0, len(xt), 1024)])
     accuracy = float((out.argmax(1).numpy() == labels).mean())
     return {"epoch_s": seconds, "train_loss": losses, "samples": len(x), "accuracy": accuracy,
-            "peak_mb": _peak_mb(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+            "peak_mb": peak_mb(), "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def floor_products(batch: int):
@@ -207,20 +204,8 @@ def worker_floor(args) -> dict:
         breakdown[name] = round((time.perf_counter() - t0) / 10 * 1000, 3)
     return {"epoch_s": seconds, "step_ms": [round(t * 1000, 3) for t in per_step], "steps": steps,
             "fastest_step_ms": round(fastest * 1000, 3), "samples": samples, "gflop_per_step": flops / 1e9, "ms_per_product": breakdown,
-            "peak_mb": _peak_mb(), "blas_threads": _blas_threads()}
+            "peak_mb": peak_mb(), "blas_threads": _blas_threads()}
 
-
-def blas_info() -> str:
-    """Which BLAS libraries (and kernels) numpy and scipy load here."""
-    try:
-        import numpy  # noqa: F401 - loads numpy's BLAS, the one the floor calls
-        import scipy.linalg  # noqa: F401 - loads scipy's BLAS, the one numba calls
-        from threadpoolctl import threadpool_info
-        found = {f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()
-                 if i.get("user_api") == "blas"}
-        return ", ".join(sorted(found)) or "unknown"
-    except ImportError:
-        return "unknown"
 
 
 WORKERS = {"modelc": worker_modelc, "torch": worker_torch, "floor": worker_floor}
@@ -266,9 +251,6 @@ def run_worker(kind: str, args, extra: list[str] = (), env: dict | None = None) 
     print(f"[bench_cnn] {kind} done in {time.perf_counter() - t0:.0f} s: {json.dumps(result)}", file=sys.stderr)
     return result
 
-
-def median_after_first(seconds: list[float]) -> float:
-    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
 
 
 def main(argv=None) -> int:
@@ -329,10 +311,7 @@ def main(argv=None) -> int:
     report = format_report(args, results, load_before, load_after)
     print(report)
     if args.write:
-        from modelc.files import atomic_write
-        path = Path(args.write)
-        previous = path.read_text() if path.exists() else "# Benchmark results\n"
-        atomic_write(path, (previous.rstrip() + "\n\n" + report + "\n").encode())
+        append_report(args.write, report)
     return 0
 
 

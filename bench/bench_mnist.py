@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:   # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
+from benchlib import append_report, blas_info, median_after_first, peak_mb  # noqa: E402 - bench/ is the script's own folder
 SPEC = ROOT / "specs" / "mnist.model"
 
 
@@ -41,10 +41,6 @@ def _mnist(data_dir):
     xt = splits.test.x.reshape(len(splits.test.x), -1) / 255.0
     return (x.astype("float32"), splits.train.y, xt.astype("float32"), splits.test.y)
 
-
-def _peak_mb() -> float:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def worker_modelc(args) -> dict:
@@ -69,7 +65,7 @@ def worker_modelc(args) -> dict:
     history = model.fit(x, splits.train.y, epochs=args.epochs, batch_size=args.batch, verbose=0, seed=0)
     seconds = [e["seconds"] for e in history.epochs]
     accuracy = model.evaluate(xt, splits.test.y, batch_size=1024)["accuracy"]
-    return {"epoch_s": seconds, "accuracy": accuracy, "peak_mb": _peak_mb(),
+    return {"epoch_s": seconds, "accuracy": accuracy, "peak_mb": peak_mb(),
             "launches_per_step": backend.kernel_launches_per_step}
 
 
@@ -121,7 +117,7 @@ def worker_numpy(args) -> dict:
         seconds.append(time.perf_counter() - t0)
     w1, c1, w2, c2, w3, c3 = params
     out = np.maximum(np.maximum(xt @ w1 + c1, 0) @ w2 + c2, 0) @ w3 + c3
-    return {"epoch_s": seconds, "accuracy": float((out.argmax(1) == yt).mean()), "peak_mb": _peak_mb()}
+    return {"epoch_s": seconds, "accuracy": float((out.argmax(1) == yt).mean()), "peak_mb": peak_mb()}
 
 
 def worker_torch(args) -> dict:
@@ -147,7 +143,7 @@ def worker_torch(args) -> dict:
         seconds.append(time.perf_counter() - t0)
     with torch.no_grad():
         accuracy = float((model(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
-    return {"epoch_s": seconds, "accuracy": accuracy, "peak_mb": _peak_mb(),
+    return {"epoch_s": seconds, "accuracy": accuracy, "peak_mb": peak_mb(),
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
@@ -190,17 +186,6 @@ def worker_floor(args) -> dict:
     return {"epoch_s": seconds}
 
 
-def blas_info() -> str:
-    """Which BLAS kernel numpy/scipy run here (OPENBLAS_CORETYPE changes it)."""
-    try:
-        import scipy.linalg  # noqa: F401 - loads scipy's BLAS, the one numba calls
-        from threadpoolctl import threadpool_info
-        found = {f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()
-                 if i.get("user_api") == "blas"}
-        return ", ".join(sorted(found)) or "unknown"
-    except ImportError:
-        return "unknown"
-
 
 WORKERS = {"modelc": worker_modelc, "numpy": worker_numpy, "torch": worker_torch, "floor": worker_floor}
 
@@ -225,9 +210,6 @@ def run_peer(peer: str, args) -> dict:
         return run_worker("modelc", args, target="cpu")
     return run_worker(peer, args)
 
-
-def median_after_first(seconds: list[float]) -> float:
-    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
 
 
 def main(argv=None) -> int:
@@ -269,10 +251,7 @@ def main(argv=None) -> int:
     report = format_report(args, rows, cold, warm, peers)
     print(report)
     if args.write:
-        from modelc.files import atomic_write
-        path = Path(args.write)
-        previous = path.read_text() if path.exists() else "# Benchmark results\n"
-        atomic_write(path, (previous.rstrip() + "\n\n" + report + "\n").encode())
+        append_report(args.write, report)
     return 0
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:   # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
+from benchlib import append_report  # noqa: E402 - bench/ is the script's own folder
 SPEC = """model startup_{tag}
 input  image: f32[28, 28]
 target digit: int[] classes 10
@@ -173,10 +174,7 @@ def main(argv=None) -> int:
     text = report(out, args.runs)
     print(text)
     if args.write:
-        from modelc.files import atomic_write
-        path = Path(args.write)
-        previous = path.read_text() if path.exists() else "# Benchmark results\n"
-        atomic_write(path, (previous.rstrip() + "\n\n" + text + "\n").encode())
+        append_report(args.write, text)
     return 0
 
 
