@@ -74,10 +74,6 @@ for first in range(0, n, per):
 """
 
 
-def _indent(text: str, by: int) -> str:
-    return textwrap.indent(textwrap.dedent(text).strip("\n"), " " * by)
-
-
 _register("k_conv2d", f"v:x m:k v:out m:ws {GEOMETRY}", f"""
 f = k.shape[1]
 y = out.reshape((out.shape[0] // f, f))
@@ -85,7 +81,6 @@ y = out.reshape((out.shape[0] // f, f))
 {_PATCHES}
     np.dot(ws[:rows], k, y[first * oh * ow:first * oh * ow + rows])
 """)
-
 
 
 def _conv_bias_act(name: str, act: elementwise.Activation) -> None:
@@ -121,7 +116,8 @@ dk[:, :] = 0
             dk[a, b] += part[a, b]
 """)
 
-# x is the input gradient here (written), g the output gradient: the chunk's rows of
+# x is the input gradient here (written; its size counts the images, as the input's
+# does), g the output gradient: the chunk's rows of
 # g @ k^T land in the workspace, and each patch is added back where im2col took it.
 _register("k_conv2d_input_grad", f"v:g m:k v:x m:ws {GEOMETRY}", f"""
 f = k.shape[1]
@@ -145,7 +141,7 @@ x[:] = 0
                 at = ((img * h + iy) * w + ix) * c
                 for ch in range(c):
                     x[at + ch] += ws[r, col + ch]
-""".replace("n = x.shape[0] // (h * w * c)", "n = g.shape[0] // (oh * ow * f)"))
+""")
 
 # ---------------------------------------------------------------- pooling
 
