@@ -213,14 +213,23 @@ def _global_pooling(prim: str, kind: str):
     return build
 
 
-def _scale_and_center(ctx, xhat, opts, layer):
-    channels = xhat.shape[-1]
+def _affine(ctx, channels, opts, layer):
+    """A normalization's gamma (scale) and beta (center), each None when switched off;
+    made before anything else of the layer, in Keras's order of weights."""
+    gamma = ctx.param(layer, "gamma", (channels,), "ones", channels, channels) if opts["scale"] else None
+    beta = ctx.param(layer, "beta", (channels,), "zeros", channels, channels) if opts["center"] else None
+    return gamma, beta
+
+
+def _normalized_name(layer, gamma, beta):
+    return layer if gamma is None and beta is None else f"{layer}.normalized"
+
+
+def _scale_and_center(ctx, xhat, gamma, beta, layer):
     y = xhat
-    if opts["scale"]:
-        gamma = ctx.param(layer, "gamma", (channels,), "ones", channels, channels)
-        y = ctx.emit("scale_last", y, gamma, name=layer if not opts["center"] else f"{layer}.scaled")
-    if opts["center"]:
-        beta = ctx.param(layer, "beta", (channels,), "zeros", channels, channels)
+    if gamma is not None:
+        y = ctx.emit("scale_last", y, gamma, name=layer if beta is None else f"{layer}.scaled")
+    if beta is not None:
         y = ctx.emit("bias_add", y, beta, name=layer)
     return y
 
@@ -230,13 +239,10 @@ def _batch_normalization(ctx, inputs, opts, layer):
     the moving ones updated from them), the moving statistics at inference."""
     (x,) = inputs
     channels = x.shape[-1]
-    plain = not opts["scale"] and not opts["center"]
-    for kind, init, wanted in (("gamma", "ones", opts["scale"]), ("beta", "zeros", opts["center"])):
-        if wanted:     # made first: Keras's order of weights
-            ctx.param(layer, kind, (channels,), init, channels, channels)
+    gamma, beta = _affine(ctx, channels, opts, layer)
     moving_mean = ctx.param(layer, "moving_mean", (channels,), "zeros", channels, channels, trainable=False)
     moving_var = ctx.param(layer, "moving_variance", (channels,), "ones", channels, channels, trainable=False)
-    name = layer if plain else f"{layer}.normalized"
+    name = _normalized_name(layer, gamma, beta)
     if ctx.training:
         xhat, mean, var = ctx.emit.emit_op("batch_normalize", (x,), {"epsilon": opts["epsilon"]},
                                            name=name).outputs
@@ -244,18 +250,16 @@ def _batch_normalization(ctx, inputs, opts, layer):
             ctx.emit.emit_op("moving_average", (moving, stat), {"momentum": opts["momentum"]}, writes=(moving,))
     else:
         xhat = ctx.emit("normalize", x, moving_mean, moving_var, name=name, epsilon=opts["epsilon"])
-    y = _scale_and_center(ctx, xhat, opts, layer)
-    ctx.layer_params[:] = list(dict.fromkeys(ctx.layer_params))
-    return y
+    return _scale_and_center(ctx, xhat, gamma, beta, layer)
 
 
 def _layer_normalization(ctx, inputs, opts, layer):
     """Keras's LayerNormalization over the last axis."""
     (x,) = inputs
-    plain = not opts["scale"] and not opts["center"]
+    gamma, beta = _affine(ctx, x.shape[-1], opts, layer)
     xhat = ctx.emit.emit_op("layer_normalize", (x,), {"epsilon": opts["epsilon"]},
-                            name=layer if plain else f"{layer}.normalized").outputs[0]
-    return _scale_and_center(ctx, xhat, opts, layer)
+                            name=_normalized_name(layer, gamma, beta)).outputs[0]
+    return _scale_and_center(ctx, xhat, gamma, beta, layer)
 
 
 def _pair(name, default=REQUIRED):
