@@ -143,8 +143,7 @@ def verify(program, targets: Sequence[str], *, steps: int = STEPS, batch: int | 
     settings = training.settings(program.spec)
     steps = positive_int(steps, "steps")
     batch = positive_int(settings.batch if batch is None else batch, "batch")
-    models = [Model(program, target, seed=settings.seed if seed is None else seed, data_dir=data_dir,
-                    base_dir=base_dir) for target in targets]
+    models = [Model(program, target, seed=seed, data_dir=data_dir, base_dir=base_dir) for target in targets]
     if splits is None:
         splits = models[0].load_data(quiet=quiet)
     source = str(settings.data) if settings.data is not None else "the data"
@@ -155,8 +154,7 @@ def verify(program, targets: Sequence[str], *, steps: int = STEPS, batch: int | 
     runs = [_train(model, train, evaluation, batch) for model in models]
     rows = [_rows(program, runs[0], run, rtol, atol) for run in runs[1:]]
     if targets[0] == "numpy" and any(row.status == "FAIL" for group in rows for row in group):
-        exact = _train(_float64(models[0], program, settings.seed if seed is None else seed), train, evaluation,
-                       batch)
+        exact = _train(_float64(program, models[0].seed), train, evaluation, batch)
         rows = [_rows(program, runs[0], run, rtol, atol, exact) for run in runs[1:]]
     comparisons = [Comparison(run.target, runs[0].target, run.seconds, runs[0].seconds, group)
                    for run, group in zip(runs[1:], rows)]
@@ -174,7 +172,7 @@ def _train(model: Model, train: tuple, evaluation: tuple, batch: int) -> _Run:
                 params, state)
 
 
-def _float64(reference: Model, program, seed: int) -> Model:
+def _float64(program, seed: int) -> Model:
     """The numpy reference again, computing in float64, from the same initial weights."""
     import numpy as np
     from modelc.compiler.codegen.numpy_target import NumpyBackend
@@ -186,30 +184,21 @@ def _float64(reference: Model, program, seed: int) -> Model:
     return model
 
 
-def _value(run: _Run, name: str):
-    """An array (or the loss) of a run, by its row's name."""
-    if name == "loss (mean over steps)":
-        return run.train["loss"]
-    if name == "loss after training":
-        return run.evaluation["loss"]
-    return run.params[name] if name in run.params else run.state[name]
-
-
 def _rows(program, reference: _Run, run: _Run, rtol: float, atol: float, exact: _Run | None = None) -> list[Row]:
-    compared = [("loss (mean over steps)", reference.train["loss"], run.train["loss"], True),
-                ("loss after training", reference.evaluation["loss"], run.evaluation["loss"], True)]
-    compared += [(f"{k} (mean over steps)", reference.train[k], run.train[k], False)
-                 for k in program.metric_names]
-    compared += [(p.value.name, reference.params[p.value.name], run.params[p.value.name], True)
-                 for p in program.params]
-    compared += [(s.name, reference.state[s.name], run.state[s.name], True) for s in program.state]
+    """Each compared value as (its name, how to read it from a run, whether it is checked)."""
+    compared = [("loss (mean over steps)", lambda r: r.train["loss"], True),
+                ("loss after training", lambda r: r.evaluation["loss"], True)]
+    compared += [(f"{k} (mean over steps)", lambda r, k=k: r.train[k], False) for k in program.metric_names]
+    compared += [(p.value.name, lambda r, k=p.value.name: r.params[k], True) for p in program.params]
+    compared += [(v.name, lambda r, k=v.name: r.state[k], True) for v in program.state]
     rows = []
-    for name, a, b, checked in compared:
+    for name, read, checked in compared:
+        a, b = read(reference), read(run)
         diff, rel, scale = _differences(a, b)
         status = "unchecked" if not checked else "ok" if diff <= rtol * scale + atol else "FAIL"
         if status == "FAIL" and exact is not None:
-            noise = _differences(_value(exact, name), a)[0]
-            if _differences(_value(exact, name), b)[0] <= NOISE * noise + atol:
+            noise = _differences(read(exact), a)[0]
+            if _differences(read(exact), b)[0] <= NOISE * noise + atol:
                 status = "noise"
         rows.append(Row(name, diff, rel, status))
     return rows
