@@ -19,8 +19,7 @@ TARGETS = ["numpy", "cpu"]
 
 def _spec(shape, call, tail=""):
     dims = ", ".join(map(str, shape[1:]))
-    return f"model case\ninput x: f32[{dims}]\n{tail.splitlines()[0] if tail else ''}\n" \
-           f"network {{\n    x -> {call} => y\n}}\n" + "\n".join(tail.splitlines()[1:]) + "\n"
+    return f"model case\ninput x: f32[{dims}]\nnetwork {{\n    x -> {call} => y\n}}\n{tail}\n"
 
 
 @pytest.mark.parametrize("target", TARGETS)
