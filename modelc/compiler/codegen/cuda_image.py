@@ -92,6 +92,29 @@ def emit_conv(p, i: int, op: Op, colsum: Op | None):
         _kernel_grad(p, op, colsum)
 
 
+def _implicit_gemm(p, i: int, op: Op, H: int, W: int):
+    """The start of a convolution GEMM whose rows are the [B, H, W] pixels of its output:
+    the elementwise chain it absorbs, its kernel builder, the tile size, the row count M
+    and the body so far (tiles, this thread's output tile and its row's pixel a*)."""
+    chain = p.grow_chain(i, op, {op.out.id}, op.out.sample_size())
+    k = p.new_kernel("conv", [op] + chain, op.out.name)
+    T = p.cfg.tile
+    M = f"{k.scalar('nb')} * {H * W}"
+    body = _tiles(T) + [f"m0 = cuda.blockIdx.x * {T}", f"n0 = cuda.blockIdx.y * {T}", "acc = f32(0.0)",
+                        "am = m0 + ty", f"aok = am < {M}"] + _pixel("a", "am", H, W)
+    return chain, k, T, M, body
+
+
+def _finish(p, k, op: Op, chain, body, M: str, rows: int, K: int, N: int, what: str):
+    """The epilogue, the launch (row tiles on grid x) and the description of a convolution GEMM."""
+    T = p.cfg.tile
+    body = body + _epilogue(p, k, op, chain, M, N)
+    desc = f"{what}: implicit GEMM [B*{rows}, {K}] @ [{K}, {N}], {T}x{T} shared-memory tiles"
+    if chain:
+        desc += "; epilogue: " + ", ".join(o.prim + (f"({o.attrs['fn']})" if "fn" in o.attrs else "") for o in chain)
+    p.add(k.finish(body, (Extent(rows, 0, T), Extent(0, N, T)), (T, T), desc))
+
+
 def _forward(p, i: int, op: Op):
     x, w = op.inputs
     out = op.out
@@ -100,13 +123,8 @@ def _forward(p, i: int, op: Op):
     kh, kw = w.shape[:2]
     (sh, sw), pads = op.attrs["strides"], op.attrs["pads"]
     K = kh * kw * C
-    chain = p.grow_chain(i, op, {out.id}, out.sample_size())
-    k = p.new_kernel("conv", [op] + chain, out.name)
-    T = p.cfg.tile
-    M = f"{k.scalar('nb')} * {OH * OW}"
+    chain, k, T, M, body = _implicit_gemm(p, i, op, OH, OW)
     xa, wa = k.array(x), k.array(w)
-    body = _tiles(T) + [f"m0 = cuda.blockIdx.x * {T}", f"n0 = cuda.blockIdx.y * {T}", "acc = f32(0.0)",
-                        "am = m0 + ty", f"aok = am < {M}"] + _pixel("a", "am", OH, OW)
     body += [f"ah0 = ah * {sh} - {pads[0]}", f"aw0 = aw * {sw} - {pads[2]}",
              f"arow = {k.row_base(x, 'ab')} if aok else 0"]
     loop = ["ak = k0 + tx", f"ai = ak // {kw * C}", f"aq = ak - ai * {kw * C}", f"aj = aq // {C}",
@@ -116,12 +134,7 @@ def _forward(p, i: int, op: Op):
             "bk = k0 + ty", "bn = n0 + tx",
             f"Bs[ty, tx] = {wa}[bk * {F} + bn] if bk < {K} and bn < {F} else f32(0.0)"]
     body += [f"for k0 in range(0, {K}, {T}):"] + indent(loop + _product(T, False))
-    body += _epilogue(p, k, op, chain, M, F)
-    desc = (f"{out.name} = conv2d {kh}x{kw} stride {sh}x{sw} pads {pads}: implicit GEMM "
-            f"[B*{OH * OW}, {K}] @ [{K}, {F}], {T}x{T} shared-memory tiles")
-    if chain:
-        desc += "; epilogue: " + ", ".join(o.prim + (f"({o.attrs['fn']})" if "fn" in o.attrs else "") for o in chain)
-    p.add(k.finish(body, (Extent(OH * OW, 0, T), Extent(0, F, T)), (T, T), desc))
+    _finish(p, k, op, chain, body, M, OH * OW, K, F, f"{out.name} = conv2d {kh}x{kw} stride {sh}x{sw} pads {pads}")
 
 
 def _input_grad(p, i: int, op: Op):
@@ -132,13 +145,8 @@ def _input_grad(p, i: int, op: Op):
     kh, kw = w.shape[:2]
     (sh, sw), pads = op.attrs["strides"], op.attrs["pads"]
     K = kh * kw * F
-    chain = p.grow_chain(i, op, {out.id}, out.sample_size())
-    k = p.new_kernel("conv", [op] + chain, out.name)
-    T = p.cfg.tile
-    M = f"{k.scalar('nb')} * {H * W}"
+    chain, k, T, M, body = _implicit_gemm(p, i, op, H, W)
     ga, wa = k.array(g), k.array(w)
-    body = _tiles(T) + [f"m0 = cuda.blockIdx.x * {T}", f"n0 = cuda.blockIdx.y * {T}", "acc = f32(0.0)",
-                        "am = m0 + ty", f"aok = am < {M}"] + _pixel("a", "am", H, W)
     body += [f"aph = ah + {pads[0]}", f"apw = aw + {pads[2]}", f"grow = {k.row_base(g, 'ab')} if aok else 0"]
 
     def position(axis: str, num: str, s: int, n: int) -> tuple[list[str], str]:
@@ -157,12 +165,8 @@ def _input_grad(p, i: int, op: Op):
              "bk = k0 + tx", "bn = n0 + ty", f"bij = bk // {F}",
              f"Bs[tx, ty] = {wa}[(bij * {C} + bn) * {F} + bk - bij * {F}] if bk < {K} and bn < {C} else f32(0.0)"]
     body += [f"for k0 in range(0, {K}, {T}):"] + indent(loop + _product(T, False))
-    body += _epilogue(p, k, op, chain, M, C)
-    desc = (f"{out.name} = conv2d input gradient {kh}x{kw} stride {sh}x{sw} pads {pads}: implicit GEMM "
-            f"[B*{H * W}, {K}] @ [{K}, {C}], {T}x{T} shared-memory tiles")
-    if chain:
-        desc += "; epilogue: " + ", ".join(o.prim for o in chain)
-    p.add(k.finish(body, (Extent(H * W, 0, T), Extent(0, C, T)), (T, T), desc))
+    _finish(p, k, op, chain, body, M, H * W, K, C,
+            f"{out.name} = conv2d input gradient {kh}x{kw} stride {sh}x{sw} pads {pads}")
 
 
 def _kernel_grad(p, op: Op, colsum: Op | None):
