@@ -128,6 +128,7 @@ class MetricDef:
     loss: str | None = None                  # the per-sample value of this loss (mae, mse)
     ratio: tuple[RowRule, RowRule] | None = None
     by_format: tuple[tuple[str, str], ...] = ()   # accuracy: the metric for each target format
+    direction: str = "up"                    # which way is better, for EarlyStopping's mode="auto"
 
 
 _THRESHOLD = Param("threshold", "float", 0.5)
@@ -155,8 +156,10 @@ METRICS = {d.name: d for d in [
         _TRUE_POSITIVES, RowRule("predicted_positives", "n", (Sum("n", _PREDICTED),)))),
     MetricDef("recall", params=(_THRESHOLD,), targets=("dense",), ratio=(
         _TRUE_POSITIVES, RowRule("actual_positives", "n", (Sum("n", "where(y != 0, 1, 0)"),)))),
-    MetricDef("mae", loss="mean_absolute_error", targets=("onehot", "dense"), aliases=("mean_absolute_error",)),
-    MetricDef("mse", loss="mean_squared_error", targets=("onehot", "dense"), aliases=("mean_squared_error",)),
+    MetricDef("mae", loss="mean_absolute_error", targets=("onehot", "dense"), aliases=("mean_absolute_error",),
+              direction="down"),
+    MetricDef("mse", loss="mean_squared_error", targets=("onehot", "dense"), aliases=("mean_squared_error",),
+              direction="down"),
 ]}
 METRIC_ALIASES = {a: d.name for d in METRICS.values() for a in d.aliases}
 
