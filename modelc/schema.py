@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from modelc.compiler.limits import MAX_FLOAT32
 from modelc.errors import SpecError, did_you_mean, unknown
 from modelc.grammar import ast
 
@@ -59,6 +60,10 @@ def _convert(param: Param, value: ast.Literal, what: str) -> Any:
             number = int(number)
         else:
             number = float(number)
+            if abs(number) > MAX_FLOAT32:
+                raise SpecError(f"{what}: '{param.name}' is {value.text}, too large for float32, the type "
+                                f"targets compute in (at most {MAX_FLOAT32:g} in size)", pos,
+                                hint=f"give {param.describe()} that fits float32")
         if param.low is not None and (number <= param.low if param.low_open else number < param.low):
             raise wrong()
         if param.high is not None and (number > param.high if param.high_closed else number >= param.high):

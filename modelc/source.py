@@ -22,6 +22,14 @@ class Source:
     text: str
     filename: str = "<spec>"
 
+    def lines(self) -> list[str]:
+        """The text's lines. A line ends at '\n' only, as the lexer counts them: a form feed,
+        '\x85' or U+2028 in a comment is no line break (and '\r\n' ends a line too)."""
+        lines = [line.removesuffix("\r") for line in self.text.split("\n")]
+        if len(lines) > 1 and lines[-1] == "":
+            lines.pop()             # the text's final newline starts no line
+        return lines
+
     def line(self, number: int) -> str:
-        lines = self.text.splitlines()
+        lines = self.lines()
         return lines[number - 1] if 1 <= number <= len(lines) else ""

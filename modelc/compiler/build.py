@@ -7,9 +7,10 @@ autodiff makes the `train` graph. Parameters are shared between the two.
 from __future__ import annotations
 
 import hashlib
+import math
 import zlib
 
-from modelc.compiler import passes
+from modelc.compiler import limits, passes
 from modelc.compiler.catalog import (LOSS_ALIASES, LOSSES, METRIC_ALIASES, METRICS, OPTIMIZERS,
                                      OPTION_ALIASES, SCHEDULES, schedule_tuple)
 from modelc.compiler.emitter import Emitter
@@ -35,6 +36,7 @@ class _Context:
         one not trained (a moving statistic) has the role "stat"."""
         key = f"{layer}.{kind}"
         if key not in self.params:
+            self._check_size(layer, kind, tuple(shape))
             value = Value(key, F32, tuple(shape), "param" if trainable else "stat")
             self.params[key] = ParamInfo(value, layer, init, fan_in, fan_out)
         info = self.params[key]
@@ -43,12 +45,35 @@ class _Context:
         self.layer_params.append(info.value)
         return info.value
 
+    def _check_size(self, layer: str, kind: str, shape: tuple):
+        """A weight over `limits.MAX_ELEMENTS`, or one that takes the model over `MAX_PARAMS`:
+        a SpecError at the layer's line saying how much memory it would need."""
+        hint = "use fewer units or filters, or make the input smaller first (pooling, strides)"
+        try:
+            limits.check_elements(shape, f"{layer}: its {kind}", "weights")
+        except limits.LimitError as err:
+            raise SpecError(str(err), self.emit.loc, hint=hint) from None
+        total = sum(math.prod(p.value.shape) for p in self.params.values()) + math.prod(shape)
+        if total > limits.MAX_PARAMS:
+            raise SpecError(f"{layer}: its {kind} of {limits.product(shape)} weights takes the model to "
+                            f"{limits.count(total)} weights, {limits.memory(total)} as float32; the limit is "
+                            f"{limits.MAX_PARAMS:,} weights in all", self.emit.loc, hint=hint)
+
     def dropout_seed(self, layer: str) -> int:
         return zlib.crc32(layer.encode())
 
 
+def _sample_shape(decl: ast.InputDecl | ast.TargetDecl, what: str) -> tuple:
+    """The declared per-sample shape, within `limits.MAX_ELEMENTS`."""
+    try:
+        limits.check_elements(decl.type.shape, f"the {what} '{decl.name.name}'", "values per sample")
+    except limits.LimitError as err:
+        raise SpecError(str(err), decl.type.pos, hint="declare a smaller shape") from None
+    return decl.type.shape
+
+
 def _declared_target(decl: ast.TargetDecl) -> TargetInfo:
-    shape = decl.type.shape
+    shape = _sample_shape(decl, "target")
     if decl.onehot:
         if decl.type.dtype != "f32" or len(shape) != 1:
             raise SpecError("a one-hot target must be a float vector, like f32[10] onehot", decl.type.pos)
@@ -93,7 +118,7 @@ class _Network:
         self.made_by: dict[int, str] = {}          # value id -> the layer (or input) that made it
         self.counts: dict[str, int] = {}
         for decl in spec.inputs:
-            self._define(decl.name, Value(decl.name.name, F32, (BATCH,) + decl.type.shape, "input"))
+            self._define(decl.name, Value(decl.name.name, F32, (BATCH,) + _sample_shape(decl, "input"), "input"))
             self.emit.taken.add(decl.name.name)
         for decl in spec.targets:
             self.emit.taken.add(decl.name.name)

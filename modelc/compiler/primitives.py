@@ -15,6 +15,8 @@ gives per-sample values; a separate `mean` op averages them over the batch.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from modelc.compiler import elementwise, expr, formulas
@@ -93,9 +95,9 @@ def sum_to_last(x):
 
 def _reshape_infer(types, attrs):
     (d, s), = types
-    size = int(np.prod(s[1:], dtype=np.int64))
+    size = math.prod(s[1:])         # exact: an int64 product of large dimensions wraps around
     target = tuple(attrs["shape"])
-    if int(np.prod(target, dtype=np.int64)) != size:
+    if math.prod(target) != size:
         raise ShapeError(f"cannot reshape {_fmt(s[1:])} ({size} values) to {_fmt(target)}")
     return [(d, (s[0],) + target)]
 

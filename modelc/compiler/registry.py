@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from modelc.compiler.ir import F32
+from modelc.compiler.ir import BATCH, F32
+from modelc.compiler.limits import LimitError, check_elements
 
 
 class ShapeError(Exception):
@@ -19,7 +20,7 @@ class ShapeError(Exception):
 @dataclass
 class Primitive:
     name: str
-    infer: Callable[[list, dict], list]
+    rule: Callable[[list, dict], list]           # the shape rule: input types -> output types
     impl: Callable[..., Any]
     vjp: Callable | None = None
     doc: str = ""
@@ -28,6 +29,18 @@ class Primitive:
     kind: str = ""
     formula: Callable[[dict], Any] | None = None
     defaults: dict = field(default_factory=dict)     # the catalog's option defaults
+
+    def infer(self, types: list, attrs: dict) -> list:
+        """The output types; a ShapeError for inputs that do not fit, or an output over
+        `limits.MAX_ELEMENTS` per sample (counted exactly, so no size ever wraps)."""
+        out = self.rule(types, attrs)
+        for _, shape in out:
+            per_sample = shape[1:] if shape and shape[0] == BATCH else shape
+            try:
+                check_elements(per_sample, f"{self.name}'s output {fmt_shape(shape)}", "values per sample")
+            except LimitError as err:
+                raise ShapeError(f"{err}; make the layer smaller") from None
+        return out
 
     def options(self, attrs: dict) -> dict:
         """An op's attributes with every option the op leaves out at its default."""
