@@ -6,11 +6,14 @@ mistake reads the same wherever it is made.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
 from modelc.errors import ModelcError
+
+MAX_DATA_BYTES = 2 << 30    # the most one data set, generated data or file member may take in memory
 
 
 def as_numbers(value: Any, what: str) -> np.ndarray:
@@ -31,8 +34,8 @@ def format_dims(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _index(i: tuple) -> str:
-    return str(i[0]) if len(i) == 1 else str(tuple(int(k) for k in i))
+def _index(i: tuple, first: int = 0) -> str:
+    return str(int(i[0]) + first) if len(i) == 1 else str(tuple(int(k) + first for k in i))
 
 
 def first_bad(a: np.ndarray) -> str:
@@ -41,15 +44,26 @@ def first_bad(a: np.ndarray) -> str:
     return f"{a[i].item()!r} at index {_index(i)}"
 
 
-def check_labels(y: np.ndarray, classes: int, where: str) -> None:
-    """Raise if a class label lies outside [0, classes), naming the first offender and its index."""
+def _number(value) -> str:
+    """A label as the user wrote it: whole numbers exactly (2**63 - 1, not 9.22e+18), others by repr."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def check_labels(y: np.ndarray, classes: int, where: str, unit: str = "index", first: int = 0) -> None:
+    """Raise if a class label lies outside 0..classes-1, naming the first offender and where it is.
+
+    The comparison is exact (integers) or in float64, never after a cast that could wrap a
+    huge label into range; `unit` and `first` say how positions are counted ("data row", 1).
+    """
     y = np.asarray(y)
     if y.dtype.kind == "f":
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
             i = np.unravel_index(int(np.argmax(bad)), y.shape)
-            raise ModelcError(f"{where}: label {y[i].item()!r} at index {_index(i)} is not a whole number",
-                              "class labels must be integers 0..classes-1")
+            raise ModelcError(f"{where}: label {y[i].item()!r} at {unit} {_index(i, first)} is not a whole number",
+                              f"class labels must be whole numbers 0..{classes - 1}")
     elif y.dtype.kind not in "iub":
         raise ModelcError(f"{where}: labels must be whole numbers, not {y.dtype}")
     bad = (y < 0) | (y >= classes)
@@ -57,5 +71,31 @@ def check_labels(y: np.ndarray, classes: int, where: str) -> None:
         i = np.unravel_index(int(np.argmax(bad)), y.shape)
         value = y[i].item()
         raise ModelcError(
-            f"{where}: label {value:g} at index {_index(i)} is out of range [0, {classes})",
+            f"{where}: label {_number(value)} at {unit} {_index(i, first)} is out of range [0, {classes})",
             f"labels must be 0..{classes - 1}" + ("; are they numbered from 1?" if value == classes else ""))
+
+
+def gib(nbytes: int) -> str:
+    """A size for messages: '7.45 GiB', '12 MiB'."""
+    return f"{nbytes / (1 << 30):.3g} GiB" if nbytes >= 1 << 30 else f"{nbytes / (1 << 20):.3g} MiB"
+
+
+def machine_memory() -> int | None:
+    """The machine's physical memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_size(nbytes: int, what: str, hint: str | None = None) -> None:
+    """Refuse to build or unpack `nbytes` (an exact int) beyond MAX_DATA_BYTES or the machine's memory,
+    before anything is allocated: a typo in a size must be a message, not a MemoryError or a swap storm."""
+    memory = machine_memory()
+    if nbytes > MAX_DATA_BYTES:
+        limit = f"modelc's limit of {gib(MAX_DATA_BYTES)} for data read or made in one piece"
+    elif memory is not None and nbytes > memory:
+        limit = f"this machine's {gib(memory)} of memory"
+    else:
+        return
+    raise ModelcError(f"{what} would need {gib(nbytes)} of memory, more than {limit}", hint)

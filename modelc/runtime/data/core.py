@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from modelc.arrays import check_labels, first_bad
+from modelc.arrays import check_labels, check_size, first_bad
 from modelc.errors import ModelcError, SpecError
 from modelc.grammar import ast
+
+INT64_MAX = np.iinfo(np.int64).max
 
 
 @dataclass
@@ -59,6 +61,7 @@ class LoadContext:
     data_dir: str | None = None
     base_dir: str | None = None
     quiet: bool = False
+    program: Any = None         # the compiled spec, when known: its input shape is checked up front
 
     def say(self, message: str) -> None:
         """Progress notes go to stderr so stdout stays clean for results."""
@@ -77,10 +80,15 @@ class LoadContext:
 
     def fail(self, arg: str | None, message: str, hint: str | None = None) -> ModelcError:
         """An error about an option: located at it when the call came from a spec file."""
-        pos = self.arg_pos(arg) if arg else self.call.pos
-        if pos.line > 0:
-            return SpecError(message, pos, hint=hint)
-        return ModelcError(message, hint)
+        return blame(self.arg_pos(arg) if arg else self.call.pos, message, hint)
+
+
+def blame(pos: ast.Pos | None, message: str, hint: str | None = None) -> ModelcError:
+    """A SpecError at `pos` when it is a real place in a spec (the caller attaches the source),
+    else a plain ModelcError: a call built in Python has no line to point at."""
+    if pos is not None and pos.line > 0:
+        return SpecError(message, pos, hint=hint)
+    return ModelcError(message, hint)
 
 
 def arg_pos(call: ast.Call, params: list, name: str) -> ast.Pos:
@@ -118,23 +126,32 @@ def scaled(a: np.ndarray, scale: float) -> np.ndarray:
 
 
 def one_hot(labels: np.ndarray, classes: int, where: str = "labels") -> np.ndarray:
-    """Class indices (n,) -> float32 (n, classes), after checking they fit."""
+    """Class indices (n,) -> float32 (n, classes), after checking they fit (and that the rows fit in memory)."""
     labels = np.asarray(labels)
     check_labels(labels, classes, where)
-    return np.ascontiguousarray(np.eye(classes, dtype=np.float32)[labels.astype(np.int64)])
+    check_size(labels.size * classes * 4, f"{where}: one-hot rows of {classes} classes",
+               "labels must be 0..classes-1; give the number of classes with classes=N")
+    out = np.zeros((labels.size, classes), np.float32)
+    out[np.arange(labels.size), labels.reshape(-1).astype(np.int64)] = 1.0
+    return out.reshape(labels.shape + (classes,))
 
 
 def labels_or_targets(y: np.ndarray, where: str) -> np.ndarray:
-    """Integer arrays become int64 class labels; anything numeric else stays float32 targets."""
+    """Integer arrays become int64 class labels; anything numeric else stays float targets."""
     y = np.asarray(y)
+    if y.dtype.kind == "u" and y.size and y.max() > INT64_MAX:      # would wrap to a negative label
+        i = np.unravel_index(int(np.argmax(y > INT64_MAX)), y.shape)
+        raise ModelcError(f"{where}: label {y[i].item()} at index {i[0] if len(i) == 1 else i} is too large "
+                          "to be a class label", "class labels must be 0..classes-1")
     if y.dtype.kind in "iu":
         return np.ascontiguousarray(y, dtype=np.int64)
-    if y.dtype.kind in "bf":
-        return np.ascontiguousarray(y, dtype=np.float32)
+    if y.dtype.kind in "bf":      # float64 stays exact until Dataset, so a label check shows the value as stored
+        return np.ascontiguousarray(y, dtype=np.float64 if y.dtype == np.float64 else np.float32)
     raise ModelcError(f"{where}: labels must be numbers, not {y.dtype}")
 
 
-def finish_labels(y: np.ndarray, *, onehot: bool, classes: int, where: str) -> np.ndarray:
+def finish_labels(y: np.ndarray, *, onehot: bool, classes: int, where: str, unit: str = "index",
+                  first: int = 0) -> np.ndarray:
     """Apply `classes` (a range check) and `onehot` the way every file source does.
 
     The caller infers `classes` for onehot when the user gave none, over train
@@ -147,7 +164,7 @@ def finish_labels(y: np.ndarray, *, onehot: bool, classes: int, where: str) -> n
     if y.ndim != 1:
         raise ModelcError(f"{where}: class labels must be one number per sample, got shape {y.shape}",
                           "drop onehot/classes for targets that are already vectors")
-    check_labels(y, classes, where)
+    check_labels(y, classes, where, unit, first)
     y = np.ascontiguousarray(y, dtype=np.int64)
     return one_hot(y, classes, where) if onehot else y
 

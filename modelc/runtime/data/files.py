@@ -6,14 +6,15 @@ names the file and, where there is one, the key, row or column at fault.
 from __future__ import annotations
 
 import csv
+import io
 import re
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from modelc.errors import ModelcError
+from modelc.runtime import npyfile
 from .core import (Dataset, LoadContext, Splits, check_finite, finish_labels, infer_classes,
                    labels_or_targets, scaled)
 from .idx import read_idx
@@ -25,14 +26,21 @@ _TEST_PREFIXES = ("t10k", "test")
 
 
 def _existing(ctx: LoadContext, arg: str, path: str, want_dir: bool = False) -> Path:
+    """The resolved path of a file (or folder) option, or a located error saying what it is instead."""
     p = ctx.resolve(path)
+    looked = f" (looked at {p})" if str(p) != path else ""
     if want_dir:
-        if not p.is_dir():
-            raise ctx.fail(arg, f"folder '{path}' not found" + (f" (looked at {p})" if str(p) != path else ""),
-                           "relative paths are relative to the spec file's folder")
-    elif not p.is_file():
-        raise ctx.fail(arg, f"file '{path}' not found" + (f" (looked at {p})" if str(p) != path else ""),
-                       "relative paths are relative to the spec file's folder")
+        if p.is_dir():
+            return p
+        problem = "not found" if not p.exists() else "is not a folder"
+        raise ctx.fail(arg, f"folder '{path}' {problem}{looked}",
+                       "relative paths are relative to the spec file's folder" if problem == "not found"
+                       else "name the folder that holds the IDX files")
+    problem = npyfile.file_problem(p)
+    if problem == "not found":
+        raise ctx.fail(arg, f"file '{path}' not found{looked}", "relative paths are relative to the spec file's folder")
+    if problem is not None:
+        raise ctx.fail(arg, f"file '{path}' {problem}{looked}", "name a regular file on disk")
     return p
 
 
@@ -94,19 +102,12 @@ def load_idx_folder(opts: dict, ctx: LoadContext) -> Splits:
 
 def load_npz(opts: dict, ctx: LoadContext) -> Splits:
     path = _existing(ctx, "path", opts["path"])
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ModelcError(f"{path}: not a readable .npz file ({e})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ModelcError(f"{path}: holds a single array, not an .npz archive of named arrays",
-                          "save with np.savez(path, x=..., y=...)")
-    with archive:
-        keys = sorted(archive.files)
+    with npyfile.Archive(path, str(path), hint="save the arrays with np.savez(path, x=..., y=...)") as archive:
+        keys = sorted(archive.members)
 
         def get(option: str) -> np.ndarray:
             key = opts[option]
-            if key not in archive.files:
+            if key not in archive.members:
                 hint = None
                 if "x_train" in keys and option == "x":
                     hint = (f'this looks like a train/test archive: write npz("{opts["path"]}", x="x_train", '
@@ -114,13 +115,7 @@ def load_npz(opts: dict, ctx: LoadContext) -> Splits:
                 raise ctx.fail(option if option in _explicit(ctx) else None,
                                f"{path.name} has no array '{key}' ({option}); it holds: {', '.join(keys) or 'nothing'}",
                                hint or f"name the arrays with {option}=\"...\"")
-            try:
-                return archive[key]
-            except ValueError as e:    # object arrays need pickle, which we never allow
-                raise ModelcError(f"{path.name}: array '{key}' cannot be read without pickle ({e})",
-                                  "store plain numeric arrays") from None
-            except (OSError, zipfile.BadZipFile, EOFError) as e:
-                raise ModelcError(f"{path.name}: array '{key}' is damaged ({e})") from None
+            return archive.read(key)
 
         splits = [("train", get("x"), get("y"))]
         if opts["x_test"] is not None:
@@ -133,8 +128,9 @@ def _explicit(ctx: LoadContext) -> set[str]:
     return names | {p.name for p, _ in zip(ctx.params, ctx.call.positional)}
 
 
-def _finish(splits: list[tuple[str, np.ndarray, np.ndarray]], opts: dict, source: str) -> Splits:
-    """Shared by npz and csv: check, scale, and shape the labels."""
+def _finish(splits: list[tuple[str, np.ndarray, np.ndarray]], opts: dict, source: str,
+            unit: str = "index", first: int = 0) -> Splits:
+    """Shared by npz and csv: check, scale, and shape the labels (positions counted as `unit` from `first`)."""
     checked = []
     for name, x, y in splits:
         where = f"{source} ({name})"
@@ -150,7 +146,8 @@ def _finish(splits: list[tuple[str, np.ndarray, np.ndarray]], opts: dict, source
     if opts["onehot"] and not classes:
         classes = infer_classes(*(y for _, _, y in checked))
     data = {name: Dataset(scaled(x, opts["scale"]),
-                          finish_labels(y, onehot=opts["onehot"], classes=classes, where=f"{source} ({name}) labels"),
+                          finish_labels(y, onehot=opts["onehot"], classes=classes, where=f"{source} ({name}) labels",
+                                        unit=unit, first=first),
                           name=f"{source}.{name}")
             for name, x, y in checked}
     return Splits(data["train"], data.get("test"))
@@ -162,7 +159,8 @@ def _parse_csv_slow(path: Path, delimiter: str, header: bool) -> np.ndarray:
     """Row-by-row parse, run when the fast path fails, to say which row and column is wrong."""
     rows: list[list[float]] = []
     width = None
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with npyfile.open_regular(path, str(path)) as raw, \
+            io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)
         for row in reader:
             line = reader.line_num
@@ -192,10 +190,10 @@ def _parse_csv_slow(path: Path, delimiter: str, header: bool) -> np.ndarray:
 
 def _read_csv(path: Path, delimiter: str, header: bool) -> np.ndarray:
     try:
-        with open(path, "rb") as f, warnings.catch_warnings():
+        with npyfile.open_regular(path, str(path)) as f, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)     # "input contained no data": reported below
             table = np.loadtxt(f, delimiter=delimiter, skiprows=1 if header else 0, dtype=np.float64,
-                               ndmin=2, comments=None, encoding="utf-8")
+                               ndmin=2, comments=None, encoding="utf-8-sig")
         if table.size == 0:
             raise ValueError("empty")
     except (ValueError, UnicodeDecodeError):
@@ -226,7 +224,14 @@ def load_csv(opts: dict, ctx: LoadContext) -> Splits:
         if splits and x.shape[1] != splits[0][1].shape[1]:
             raise ModelcError(f"{path}: {x.shape[1]} feature columns, but the training file has {splits[0][1].shape[1]}")
         splits.append((name, x, y))
-    # Whole-number label columns are class indices (int64); any fraction makes them targets, float32 (n, 1).
+    # Whole-number label columns are class indices (int64); any fraction makes them targets, float32
+    # (n, 1). Whole numbers beyond 2**53 are not exact in float64 and would wrap in int64: they stay
+    # float64, so a class-label check reports them as they were written.
     integral = all(np.array_equal(y, np.round(y)) for _, _, y in splits)
-    splits = [(name, x, y.astype(np.int64) if integral else y.astype(np.float32)[:, None]) for name, x, y in splits]
-    return _finish(splits, opts, Path(opts["path"]).name)
+    exact = integral and all(np.all(np.abs(y) <= 2.0 ** 53) for _, _, y in splits)
+    if opts["onehot"] or opts["classes"]:
+        splits = [(name, x, y.astype(np.int64) if exact else y) for name, x, y in splits]
+    else:
+        splits = [(name, x, y.astype(np.int64) if exact else y.astype(np.float32)[:, None])
+                  for name, x, y in splits]
+    return _finish(splits, opts, Path(opts["path"]).name, unit="data row", first=1)

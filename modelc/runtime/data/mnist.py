@@ -109,7 +109,7 @@ def _fetch(url: str, label: str, quiet: bool) -> bytes:
         if bar is not None:
             bar.close()
     if total is not None and size != total:
-        raise OSError(f"connection closed after {size} of {total} bytes")
+        raise OSError(f"truncated: the connection closed after {size} of {total} bytes")
     return b"".join(chunks)
 
 
@@ -194,6 +194,24 @@ def _store(cache: Path, filename: str, data: bytes, say: Callable[[str], None]) 
         say(f"cannot write {cache / filename}: {e.strerror or e}; set MODELC_CACHE_DIR to a writable folder")
 
 
+def why_failed(e: BaseException) -> str:
+    """A download failure in a few words: HTTP status, timeout, DNS failure, refused, truncated."""
+    import socket
+    import urllib.error
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}".strip()
+    reason = e.reason if isinstance(e, urllib.error.URLError) else e
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return f"timed out after {URL_TIMEOUT:g} s"
+    if isinstance(reason, socket.gaierror):
+        return f"DNS lookup failed ({reason.strerror or reason})"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
+
+
 def _download(missing: list[str], cache: Path, quiet: bool, say: Callable[[str], None],
               failures: list[str]) -> dict[str, bytes]:
     got: dict[str, bytes] = {}
@@ -207,16 +225,18 @@ def _download(missing: list[str], cache: Path, quiet: bool, say: Callable[[str],
             try:
                 data = _fetch(url, f"{name}.gz", quiet)
             except Exception as e:      # URLError, HTTPError, timeouts, resets: all mean "not this mirror"
-                failures.append(f"{url}: {getattr(e, 'reason', None) or e}")
+                reason = why_failed(e)
                 dead.add(mirror)
-                continue
-            try:
-                got[name] = verify(name, data, url)
-            except ModelcError as e:
-                failures.append(e.message)
-                continue
-            _store(cache, f"{name}.gz", data, say)
-            break
+            else:
+                try:
+                    got[name] = verify(name, data, url)
+                except ModelcError as e:
+                    reason = e.message.replace(f"{url}: ", "", 1)
+                else:
+                    _store(cache, f"{name}.gz", data, say)
+                    break
+            failures.append(f"{url}: {reason}")
+            say(f"{url} failed: {reason}" + ("; trying the next mirror" if mirror != MIRRORS[-1] else ""))
     return got
 
 

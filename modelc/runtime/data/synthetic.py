@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from modelc.arrays import check_size
 from .core import Dataset, LoadContext, Splits, one_hot
 
 
@@ -30,6 +31,19 @@ def _size(dims: tuple) -> int:
     return math.prod(dims)
 
 
+def _check_memory(name: str, opts: dict, classes: int = 0) -> None:
+    """Refuse, before drawing anything, a data set whose arrays would not fit (exact integers).
+
+    Counted: the float64 features and the two temporaries of their size the generators
+    make (24 bytes a value), their float32 copy (4), labels and their permutation (16 a
+    sample), and per class two float64 values a sample (scores and noise, or one-hot rows)."""
+    samples, dims = opts["samples"], opts["features"]
+    f = _size(dims)
+    need = samples * f * 28 + samples * 16 + classes * (samples * 16 + f * 8)
+    what = f"{name}: {samples} samples of {'x'.join(map(str, dims))} features"
+    check_size(need, what + (f" and {classes} classes" if classes else ""), "ask for fewer samples or features")
+
+
 def _shaped(x: np.ndarray, dims: tuple) -> np.ndarray:
     """Samples of `features=[8, 8, 1]` as images: each row of x reshaped to dims."""
     return x.astype(np.float32).reshape((len(x),) + tuple(dims))
@@ -41,6 +55,7 @@ def _labels(y: np.ndarray, classes: int, onehot: bool) -> np.ndarray:
 
 def load_blobs(opts: dict, ctx: LoadContext | None = None) -> Splits:
     """Gaussian blobs as scikit-learn's make_blobs: centres uniform in [-10, 10]^features, label = blob."""
+    _check_memory("blobs", opts, opts["centers"])
     rng = np.random.default_rng(opts["seed"])
     n, k, f = opts["samples"], opts["centers"], _size(opts["features"])
     centres = rng.uniform(-10.0, 10.0, size=(k, f))
@@ -58,6 +73,7 @@ def load_random(opts: dict, ctx: LoadContext | None = None) -> Splits:
     makes roughly one label in ten disagree with the teacher: learnable to
     about 0.9 accuracy with the default sizes, not to 1.0.
     """
+    _check_memory("random", opts, opts["classes"])
     rng = np.random.default_rng(opts["seed"])
     n, f, c = opts["samples"], _size(opts["features"]), opts["classes"]
     x = rng.standard_normal((n, f))
@@ -70,6 +86,7 @@ def load_random(opts: dict, ctx: LoadContext | None = None) -> Splits:
 
 def load_regression(opts: dict, ctx: LoadContext | None = None) -> Splits:
     """y = sin(2 x.a) + 0.5 x.b + noise, x uniform in [-2, 2]^features; y float32 (n, 1)."""
+    _check_memory("regression", opts)
     rng = np.random.default_rng(opts["seed"])
     n, f = opts["samples"], _size(opts["features"])
     x = rng.uniform(-2.0, 2.0, size=(n, f))
@@ -85,6 +102,7 @@ def load_binary(opts: dict, ctx: LoadContext | None = None) -> Splits:
     A ball is not linearly separable, so a hidden layer is needed: a fair test
     for binary cross-entropy specs. Balanced by construction (median radius).
     """
+    _check_memory("binary", opts)
     rng = np.random.default_rng(opts["seed"])
     n, f = opts["samples"], _size(opts["features"])
     x = rng.standard_normal((n, f))
