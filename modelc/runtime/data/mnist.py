@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sys
+import urllib.error
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -196,8 +198,6 @@ def _store(cache: Path, filename: str, data: bytes, say: Callable[[str], None]) 
 
 def why_failed(e: BaseException) -> str:
     """A download failure in a few words: HTTP status, timeout, DNS failure, refused, truncated."""
-    import socket
-    import urllib.error
     if isinstance(e, urllib.error.HTTPError):
         return f"HTTP {e.code} {e.reason}".strip()
     reason = e.reason if isinstance(e, urllib.error.URLError) else e
@@ -226,7 +226,8 @@ def _download(missing: list[str], cache: Path, quiet: bool, say: Callable[[str],
                 data = _fetch(url, f"{name}.gz", quiet)
             except Exception as e:      # URLError, HTTPError, timeouts, resets: all mean "not this mirror"
                 reason = why_failed(e)
-                dead.add(mirror)
+                if not isinstance(e, urllib.error.HTTPError):     # unreachable: skip it for the other files
+                    dead.add(mirror)
             else:
                 try:
                     got[name] = verify(name, data, url)
