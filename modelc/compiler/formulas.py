@@ -168,9 +168,17 @@ class UpdateRule:
         return values
 
 
-def step_scalars(rule: UpdateRule, step: int, options: dict) -> dict[str, float]:
-    """The per-step float64 scalars of an update: `lr` after the schedule, then the rule's own."""
-    rate = learning_rate(step, options["lr"], tuple(options.get("schedule", ("constant",))))
+# The runtime's factor on every update's learning rate (Keras's ReduceLROnPlateau): an argument
+# of each run, never compiled in. The numpy target passes it to the update ops as the attribute
+# LR_SCALE, a key no spec option can be (spec names are identifiers).
+LR_SCALE = "#lr_scale"
+LR_SCALE_DEFAULT = 1.0
+
+
+def step_scalars(rule: UpdateRule, step: int, options: dict, lr_scale: float) -> dict[str, float]:
+    """The per-step float64 scalars of an update: `lr` after the schedule times `lr_scale`,
+    then the rule's own (which read that rate)."""
+    rate = lr_scale * learning_rate(step, options["lr"], tuple(options.get("schedule", ("constant",))))
     values = {"lr": rate}
     if rule.scalars is not None:
         extra = rule.scalars(step, rate, *(float(options[n]) for n in rule.scalar_options))
@@ -180,10 +188,11 @@ def step_scalars(rule: UpdateRule, step: int, options: dict) -> dict[str, float]
 
 def apply_update(rule: UpdateRule, arrays: dict[str, np.ndarray], step: int, options: dict) -> None:
     """Run `rule` over whole arrays, in place: `arrays` holds w, g and the state (and any
-    extra scalar inputs, such as a gradient norm)."""
+    extra scalar inputs, such as a gradient norm); `options` may hold the run's LR_SCALE."""
     dtype = arrays["w"].dtype
     env = dict(arrays)
-    env.update({k: dtype.type(v) for k, v in step_scalars(rule, step, options).items()})
+    scalars = step_scalars(rule, step, options, options.get(LR_SCALE, LR_SCALE_DEFAULT))
+    env.update({k: dtype.type(v) for k, v in scalars.items()})
     for target, e in rule.folded_body(options):
         env[target] = expr.evaluate(e, env, dtype)
     for name in ("w",) + rule.state:

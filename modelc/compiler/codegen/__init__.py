@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from modelc.compiler.formulas import LR_SCALE_DEFAULT
 from modelc.errors import ModelcError
 
 TARGETS = ("cpu", "numpy", "cuda")
@@ -59,10 +60,12 @@ class Backend:
 
     # running -----------------------------------------------------------
     def train(self, data, order: np.ndarray, batch_size: int, first_batch: int, last_batch: int,
-              step: int) -> np.ndarray:
+              step: int, lr_scale: float = LR_SCALE_DEFAULT) -> np.ndarray:
         """Train on batches [first_batch, last_batch) of `order`; batch b holds samples
         order[b*batch_size : (b+1)*batch_size] and is update number step + (b - first_batch).
-        Returns the sums over samples of [loss, *metrics]."""
+        Every update uses the learning rate lr_scale * learning_rate(step, lr, schedule), in
+        float64 (a run's argument: changing it compiles nothing). Buffers are sized by
+        min(batch_size, samples). Returns the sums over samples of [loss, *metrics]."""
         raise NotImplementedError
 
     def evaluate(self, data, batch_size: int) -> np.ndarray:

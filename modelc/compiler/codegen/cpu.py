@@ -15,14 +15,14 @@ per step.
 
 The kernels module is written to the cache folder (`MODELC_CACHE_DIR`),
 atomically, under a hash of the modules it is generated from, and imported
-from there, so Numba's cache (`cache=True`) applies and a process that finds
-it generates nothing; a second build in one process finds it imported.
+from there (`cache.py`, which also heals a damaged entry), so Numba's cache
+(`cache=True`) applies and a process that finds it generates nothing; a
+second build in one process finds it imported.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import sys
 import warnings
 from pathlib import Path
 
@@ -30,22 +30,16 @@ import numpy as np
 from numba.core.errors import NumbaExperimentalFeatureWarning
 
 from modelc.compiler import expr
-from modelc.compiler.codegen import Backend
+from modelc.compiler.codegen import Backend, cache
 from modelc.compiler.codegen.cpu_formula_calls import Formulas, addresses, wrappers_source
 from modelc.compiler.codegen.cpu_kernels import HELPERS, KERNELS
 from modelc.compiler.codegen.cpu_plan import FORMULA, OPCODES, Table, aligned, build_table, dispatch_args, lower_graph
-from modelc.compiler.formulas import SCHEDULE_FUNCTIONS
-from modelc.errors import ModelcError
-from modelc.files import atomic_write, cache_root
+from modelc.compiler.formulas import LR_SCALE_DEFAULT, SCHEDULE_FUNCTIONS
 
 CODEGEN_VERSION = "2"
 # The interpreter takes the formula wrappers as first-class functions, which Numba calls experimental.
 warnings.filterwarnings("ignore", "First-class function type", NumbaExperimentalFeatureWarning)
 GRAPHS = ("train", "evaluate", "predict")
-
-
-def cache_dir() -> Path:
-    return cache_root() / "cpu"
 
 
 # ---------------------------------------------------------------- the kernels module (one per machine)
@@ -72,6 +66,7 @@ RUN = types.void(
     types.int64[::1],                                                   # offsets of the results
     types.float32[:, ::1], types.int64, types.int64[::1], types.float32[:, ::1], types.int64, types.int64,
     types.int64[::1], types.int64, types.int64, types.int64, types.int64,   # order, batch, first, last, step
+    types.float64,                                                      # the learning-rate factor
     types.int64, types.float64[::1], types.float32[:, ::1],              # prediction: offset; sums; out
     types.int64[:, ::1])                                                # the formula wrappers' addresses
 dropout_uniform = njit(**JIT)(_dropout_hash)
@@ -97,7 +92,7 @@ def _vec(A, r, i, n):
 RUN = '''\
 @njit(RUN, **JIT)
 def run(A, L, code, I, F, results, x_all, x_at, yi_all, yf_all, y_kind, y_at,
-        order, batch_size, first_batch, last_batch, step0, out_at, sums, out_all, formulas):
+        order, batch_size, first_batch, last_batch, step0, lr_scale, out_at, sums, out_all, formulas):
     total = x_all.shape[0]
     features = x_all.shape[1]
     shuffled = order.shape[0] > 0
@@ -143,7 +138,7 @@ def kernels_source() -> str:
         dispatch += [f"            {'if' if opcode == 0 else 'elif'} opcode == {opcode}:",
                      f"                {name}({', '.join(dispatch_args(KERNELS[name]))})"]
     dispatch += [f"            elif opcode == {FORMULA}:",
-                 "                wrapper_at(formulas[r[0], 0], formulas[r[0], 1])(A, L, r, f, n, step)"]
+                 "                wrapper_at(formulas[r[0], 0], formulas[r[0], 1])(A, L, r, f, n, step, lr_scale)"]
     schedules = "\n".join(f"schedule_{k} = njit(**JIT)(_SCHEDULES[{k!r}])" for k in SCHEDULE_FUNCTIONS)
     parts = [HEADER.format(version=CODEGEN_VERSION, schedules=schedules),
              ("\n" + expr.SCALAR_HELPERS_SOURCE.strip()).replace("\ndef ", "\n@njit(**JIT)\ndef ").strip(),
@@ -169,31 +164,13 @@ def fingerprint() -> str:
     return digest.hexdigest()[:20]
 
 
-def load_module(name: str, make_source):
-    """Import the generated module `name` from the cache folder, first writing it there
-    (atomically) from `make_source()` when it is missing; once per process."""
-    if name in sys.modules:
-        return sys.modules[name]
-    path = cache_dir() / f"{name}.py"
-    if not path.exists():
-        try:
-            atomic_write(path, make_source().encode(), make_folder=True)
-        except ModelcError as err:
-            raise ModelcError(f"cannot keep the compiled model in the cache folder: {err.message}",
-                              hint="set MODELC_CACHE_DIR to a writable folder") from None
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
+def kernels_name() -> str:
+    return f"modelc_cpu_kernels_{fingerprint()}"
 
 
 def kernels_module():
-    return load_module(f"modelc_cpu_kernels_{fingerprint()}", kernels_source)
+    """The kernels module, imported (the interpreter `run` compiled or loaded from numba's cache)."""
+    return cache.load("cpu", kernels_name(), kernels_source, lambda module: module)
 
 
 # ---------------------------------------------------------------- the backend
@@ -214,7 +191,7 @@ class CpuBackend(Backend):
         import scipy.linalg.cython_blas  # noqa: F401 - the BLAS numba calls: loaded before its threads are set
         from modelc.threads import configure_threads
         configure_threads()
-        self.formulas = Formulas(cache_dir() / f"modelc_cpu_formulas_{fingerprint()}.json")
+        self.formulas = Formulas(f"modelc_cpu_formulas_{fingerprint()}.json")
         self.lowered = {kind: lower_graph(getattr(program, kind), self.formulas)
                         for kind in GRAPHS if getattr(program, kind) is not None}
         self.persistent: dict[str, int] = {}
@@ -234,11 +211,13 @@ class CpuBackend(Backend):
         them), and the formula kernels this spec uses: every graph at once."""
         if self.compiled:
             return
-        kernels = kernels_module()
+
+        def ready(kernels):
+            wrappers = [addresses(getattr(kernels, f"x_{name}")) for name in self.formulas.kernels]
+            return kernels.run, np.array(wrappers, np.int64).reshape(-1, 2)
+
+        self._run, self._formulas = cache.load("cpu", kernels_name(), kernels_source, ready)
         self.formulas.save()
-        self._formulas = np.array([addresses(getattr(kernels, f"x_{name}")) for name in self.formulas.kernels],
-                                  np.int64).reshape(-1, 2)
-        self._run = kernels.run
         self.compiled = True
 
     # state --------------------------------------------------------------
@@ -281,21 +260,22 @@ class CpuBackend(Backend):
             self.tables[key] = table
         return self.tables[key]
 
-    def _call(self, kind, data, order, batch_size, first, last, step, out=None) -> np.ndarray:
+    def _call(self, kind, data, order, batch_size, first, last, step, lr_scale=LR_SCALE_DEFAULT,
+              out=None) -> np.ndarray:
         self.compile()
         x, y = data
-        table = self._table(kind, batch_size)
+        table = self._table(kind, max(1, min(batch_size, len(x))))    # sized by the data, not the batch
         yi = y if table.y_kind == 1 else _NO_LABELS
         yf = y if table.y_kind == 2 else _NO_ROWS
         sums = np.zeros(len(table.results))
         self._run(self.A, self.L, table.code, table.ints, table.floats, table.results, x, table.x, yi, yf,
-                  table.y_kind, table.y, order, batch_size, first, last, step, table.out, sums,
+                  table.y_kind, table.y, order, batch_size, first, last, step, lr_scale, table.out, sums,
                   _NO_ROWS if out is None else out, self._formulas)
         return sums
 
-    def train(self, data, order, batch_size, first_batch, last_batch, step):
+    def train(self, data, order, batch_size, first_batch, last_batch, step, lr_scale=LR_SCALE_DEFAULT):
         order = np.ascontiguousarray(order, dtype=np.int64)
-        return self._call("train", data, order, batch_size, first_batch, last_batch, step)
+        return self._call("train", data, order, batch_size, first_batch, last_batch, step, lr_scale)
 
     def evaluate(self, data, batch_size):
         return self._call("evaluate", data, _NO_LABELS[:0], batch_size, 0, -(-len(data[0]) // batch_size), 0)
@@ -304,7 +284,7 @@ class CpuBackend(Backend):
         x = data[0]
         out_value = self.program.predict.outputs["prediction"]
         out = np.zeros((len(x), out_value.sample_size()), np.float32)
-        self._call("predict", (x, None), _NO_LABELS[:0], batch_size, 0, -(-len(x) // batch_size), 0, out)
+        self._call("predict", (x, None), _NO_LABELS[:0], batch_size, 0, -(-len(x) // batch_size), 0, out=out)
         return out.reshape((len(x),) + tuple(out_value.shape[1:]))
 
 

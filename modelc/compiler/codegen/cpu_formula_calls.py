@@ -3,10 +3,10 @@
 The losses, metrics, their gradients and the optimizer updates are kernels
 that `cpu_formulas.py` generates from the catalog's formulas, generic over
 sizes, with every option a float64 argument. For each of them the kernels
-module gets a wrapper of one signature, `(A, L, r, f, n, step)`, that reads
+module gets a wrapper of one signature, `(A, L, r, f, n, step, scale)`, that reads
 the kernel's arguments from a table row (`r`: arena offsets and whole
 numbers; `f`: float64 options) and, for an update, computes the learning rate
-of the step and the rule's per-step scalars first. The interpreter calls the
+of the step (times the run's factor, `scale`) and the rule's per-step scalars first. The interpreter calls the
 wrappers a spec uses as first-class functions made from their addresses (a
 table of numbers, like the rest), so neither it nor anything else is compiled
 per spec; a wrapper (and its kernel) compiles the first time any spec uses
@@ -29,14 +29,16 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from modelc.compiler.codegen import cache
 from modelc.compiler.formulas import SCHEDULE_FUNCTIONS
 from modelc.compiler.ir import Op, Value
 from modelc.compiler.primitives import PRIMITIVES
+from modelc.errors import ModelcError
 from modelc.files import atomic_write
 
-# Every wrapper's type: (arena, label arena, row, its floats, batch rows, step) -> None.
+# Every wrapper's type: (arena, label arena, row, its floats, batch rows, step, learning-rate factor) -> None.
 WRAPPER = types.FunctionType(types.void(types.float32[::1], types.int64[::1], types.int64[::1],
-                                        types.float64[::1], types.int64, types.int64))
+                                        types.float64[::1], types.int64, types.int64, types.float64))
 SCHEDULES = sorted(SCHEDULE_FUNCTIONS)
 SCHEDULE_OPTIONS = 3       # the most options a schedule takes
 
@@ -105,20 +107,26 @@ def _read_call(op: Op) -> list:
 
 class Formulas:
     """The formula kernels of one spec, each in a slot of the interpreter's address table.
-    The rows already read are kept in a file (`path`, named by the registries' hash), so a
-    spec seen before needs nothing of `cpu_formulas` (its import alone costs 0.2 s)."""
+    The rows already read are kept in a file of the cpu cache folder (`name`, the registries'
+    hash), so a spec seen before needs nothing of `cpu_formulas` (its import alone costs 0.2 s).
+    The file is a memo: one that cannot be read is ignored, one that cannot be written skipped."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, name: str):
+        self.name = name
         self.kernels: list[str] = []
         self.known = self._read()
         self.learned = False
 
+    @property
+    def path(self) -> Path:
+        return cache.folder("cpu") / self.name
+
     def _read(self) -> dict:
         try:
-            return json.loads(self.path.read_text())
+            known = json.loads(self.path.read_bytes())
         except (OSError, ValueError):
             return {}
+        return known if isinstance(known, dict) else {}
 
     def add(self, op: Op) -> FormulaCall:
         key = _describe(op)
@@ -135,7 +143,12 @@ class Formulas:
     def save(self) -> None:
         """Add the rows read in this process to the file (atomically)."""
         if self.learned:
-            atomic_write(self.path, json.dumps({**self._read(), **self.known}).encode(), make_folder=True)
+            if self.path.is_dir() and not self.path.is_symlink():
+                cache.remove_entry(self.path)      # damaged: a folder where the file should be
+            try:
+                atomic_write(self.path, json.dumps({**self._read(), **self.known}).encode(), make_folder=True)
+            except ModelcError:
+                pass        # only a memo: the next process reads the rows again
             self.learned = False
 
 
@@ -156,7 +169,8 @@ def wrappers_source() -> str:
             body = _update_body(name, params[name], rules[name[len("update_"):]])
         else:
             body = _row_body(name, params[name])
-        parts.append("\n".join(["@njit(**JIT)", f"def x_{name}(A, L, r, f, n, step):"] + ["    " + b for b in body]))
+        parts.append("\n".join(["@njit(**JIT)", f"def x_{name}(A, L, r, f, n, step, scale):"]
+                                + ["    " + b for b in body]))
     return "\n\n\n".join(parts)
 
 
@@ -183,7 +197,7 @@ def _update_body(name: str, params: list[str], rule) -> list[str]:
     base = 1 + SCHEDULE_OPTIONS
     consts = len(params) - arrays - 3 - len(rule.scalar_names)
     body = [f"size = r[{1 + arrays}]", f"sumsq = A[r[{2 + arrays}]] if r[{2 + arrays}] >= 0 else f32(0.0)",
-            f"rate = schedule(r[{3 + arrays}], step, f[0], f[1], f[2], f[3])"]
+            f"rate = scale * schedule(r[{3 + arrays}], step, f[0], f[1], f[2], f[3])"]
     scalars = []
     if rule.scalars is not None:
         opts = "".join(f", f[{base + i}]" for i in range(scalar_options))

@@ -17,9 +17,10 @@ import numpy as np
 
 from modelc.compiler.codegen import Backend
 from modelc.compiler.codegen.cuda_env import SimulatorPace, cuda_available, prepare_simulator, simulator_enabled
-from modelc.compiler.codegen.cuda_module import kernel_signature, load_module
+from modelc.compiler.codegen.cuda_module import compiled_kernels
 from modelc.compiler.codegen.cuda_plan import GPU_CONFIG, SIM_CONFIG, LaunchConfig, Plan
 from modelc.compiler.codegen.cuda_planner import plans_for
+from modelc.compiler.formulas import LR_SCALE_DEFAULT
 from modelc.compiler.ir import I64
 from modelc.errors import ModelcError
 
@@ -46,9 +47,7 @@ class DeviceGraph:
     def __init__(self, backend, plan: Plan):
         from numba import cuda
         self.backend, self.plan, self.cuda = backend, plan, cuda
-        module = load_module(plan)
-        self.kernels = [cuda.jit(kernel_signature(k), cache=True)(getattr(module, k.name))
-                        for k in plan.kernels]
+        self.kernels = compiled_kernels(plan)
         self.capacity = 0
         self.buffers: dict[int, object] = {}
         self.values = {v.id: v for v in plan.graph.values()}
@@ -107,11 +106,12 @@ class DeviceGraph:
                                      for k, disp in zip(self.plan.kernels, self.kernels)]
         return self._configs[nb]
 
-    def launch(self, data: CudaData, idx, off: int, nb: int, step: int, sums) -> int:
+    def launch(self, data: CudaData, idx, off: int, nb: int, step: int, sums,
+               lr_scale: float = LR_SCALE_DEFAULT) -> int:
         """Queue one batch's kernels on the backend's stream; returns the launch count."""
         if self.bound is None:
             self._bind()
-        scalars = [s.values(step) for s in self.plan.step_scalars]
+        scalars = [s.values(step, lr_scale) for s in self.plan.step_scalars]
         launchers = self._launchers(nb)
         for n, (static, dynamic) in enumerate(self.bound):
             args = list(static)
@@ -247,10 +247,10 @@ class CudaBackend(Backend):
         return np.array(out, dtype=np.float64)
 
     # running -----------------------------------------------------------
-    def train(self, data, order, batch_size, first_batch, last_batch, step):
+    def train(self, data, order, batch_size, first_batch, last_batch, step, lr_scale=LR_SCALE_DEFAULT):
         data = self._resident(data)
         graph = self._graph("train")
-        graph.ensure(batch_size)
+        graph.ensure(max(1, min(batch_size, len(order))))     # buffers by the data's size, not the batch
         idx = self._order_on_device(order)
         sums = self._sums(graph.plan)
         with self._pace:
@@ -259,7 +259,7 @@ class CudaBackend(Backend):
                 nb = min(batch_size, len(order) - off)
                 if nb <= 0:
                     break
-                graph.launch(data, idx, off, nb, step + b - first_batch, sums)
+                graph.launch(data, idx, off, nb, step + b - first_batch, sums, lr_scale)
         return self._results(graph.plan, sums)
 
     def evaluate(self, data, batch_size):

@@ -15,7 +15,7 @@ What the rest of the cuda codegen uses from this module:
       `lines(attrs, names)` updates element `names["j"]` of `names["w"]` from
       `names["g"]` and the state arrays `names["s0"]`, ... (and, for norm clipping,
       the sum of squares `names["sumsq"]`); `scalar_names` are
-      its float32 per-step kernel arguments, and `scalars(step, attrs)` computes
+      its float32 per-step kernel arguments, and `scalars(step, attrs, lr_scale)` computes
       them on the host (`formulas.step_scalars`, rounded to float32).
 
 Row statistics are reduced across the lanes of a row with the builder's shared
@@ -163,8 +163,8 @@ def _update_lowering(rule: UpdateRule) -> UpdateLowering:
         out += [f"{names[f's{q}']}[{j}] = u_{state}" for q, state in enumerate(rule.state)]
         return out
 
-    def scalars(step: int, attrs: dict) -> tuple:
-        values = step_scalars(rule, step, options(attrs))
+    def scalars(step: int, attrs: dict, lr_scale: float) -> tuple:
+        values = step_scalars(rule, step, options(attrs), lr_scale)
         return tuple(np.float32(values[name]) for name in scalar_names)
 
     return UpdateLowering(lines, scalar_names, scalars)

@@ -1,49 +1,31 @@
 """A plan's generated source as a Python module numba can compile kernels from.
 
 `load_module` writes the source to `<modelc's cache folder>/cuda` under its hash
-(see `modelc.files.cache_root`) and imports it once per process, so numba's
-on-disk cache (`cache=True`) finds the compiled kernels again on the next run;
-`kernel_signature` is the explicit numba signature of one kernel.
+(see `modelc.files.cache_root`; `cache.py` heals a damaged entry) and imports it
+once per process, so numba's on-disk cache (`cache=True`) finds the compiled
+kernels again on the next run; `compiled_kernels` compiles (or loads) every kernel
+of a plan; `kernel_signature` is the explicit numba signature of one kernel.
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+from modelc.compiler.codegen import cache
 from modelc.compiler.codegen.cuda_plan import Kernel, Plan
-from modelc.errors import ModelcError
-from modelc.files import atomic_write, cache_root
-
-_MODULES: dict[str, object] = {}
 
 
-def _cache_dir() -> Path:
-    path = cache_root() / "cuda"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def _load(plan: Plan, ready):
+    return cache.load("cuda", f"modelc_cuda_{plan.source_hash}", lambda: plan.module_source, ready, compare=True)
 
 
 def load_module(plan: Plan):
-    """Import the plan's source from a file named by its hash, so numba's on-disk
-    cache (cache=True) can find it again on the next run."""
-    key = plan.source_hash
-    if key in _MODULES:
-        return _MODULES[key]
-    try:
-        path = _cache_dir() / f"modelc_cuda_{key}.py"
-        if not path.exists() or path.read_text() != plan.module_source:
-            atomic_write(path, plan.module_source.encode(), make_folder=True)
-    except OSError as err:
-        raise ModelcError(f"cannot write the generated kernels to the cache folder: {err}",
-                          hint="set MODELC_CACHE_DIR to a writable folder") from None
-    name = f"modelc_cuda_{key}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    _MODULES[key] = module
-    return module
+    """The plan's source, imported from a file named by its hash."""
+    return _load(plan, lambda module: module)
+
+
+def compiled_kernels(plan: Plan) -> list:
+    """numba.cuda dispatchers of the plan's kernels, in order, compiled or from numba's cache."""
+    from numba import cuda
+    return _load(plan, lambda module: [cuda.jit(kernel_signature(k), cache=True)(getattr(module, k.name))
+                                       for k in plan.kernels])
 
 
 def kernel_signature(kernel: Kernel):

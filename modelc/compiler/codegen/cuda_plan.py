@@ -59,8 +59,9 @@ SIM_CONFIG = LaunchConfig(tile=4, threads=32, row_threads=16, max_lanes=4, col_l
 
 def lit(x) -> str:
     """A float32 literal: the value rounded to float32 first, then written exactly."""
+    assert math.isfinite(float(x)), f"internal: the non-finite number {x!r} would be written into generated code"
     v = float(np.float32(x))
-    if math.isinf(v):
+    if math.isinf(v):    # a finite option beyond float32's range: the infinity float32 arithmetic makes
         return "f32(math.inf)" if v > 0 else "f32(-math.inf)"
     return f"f32({v!r})"
 
@@ -138,14 +139,14 @@ class Kernel:
 @dataclass
 class StepScalars:
     """Float32 scalars an update kernel takes per step, computed on the host from
-    the step number exactly as the reference does (no device readback):
-    `compute(step, attrs)` is the optimizer lowering's `scalars`."""
+    the step number and the run's learning-rate factor exactly as the reference does (no
+    device readback): `compute(step, attrs, lr_scale)` is the optimizer lowering's `scalars`."""
     prim: str
     attrs: dict
-    compute: Callable[[int, dict], tuple]
+    compute: Callable[[int, dict, float], tuple]
 
-    def values(self, step: int) -> tuple:
-        return self.compute(int(step), self.attrs)
+    def values(self, step: int, lr_scale: float) -> tuple:
+        return self.compute(int(step), self.attrs, float(lr_scale))
 
 
 @dataclass

@@ -94,7 +94,7 @@ def _ew_dropout(k, op, get, at):
     rate, seed = float(op.attrs["rate"]), int(op.attrs["seed"])
     seed_term = ((seed & _M32) * 0x9E3779B1) & _M32
     thresh = math.ceil(rate * 4294967296.0)
-    scale = np.float32(1.0) / np.float32(1.0 - rate) if rate < 1 else np.float32(np.inf)
+    scale = np.float32(1.0) / np.float32(1.0 - rate)      # the layer's rate is below 1
     step = k.scalar("step")
     h, xv, mask = k.tmp("h"), k.tmp("x"), k.tmp("mask")
     lines = [

@@ -6,14 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 from modelc.compiler.codegen import Backend
+from modelc.compiler.formulas import LR_SCALE, LR_SCALE_DEFAULT
 from modelc.compiler.ir import Graph
 from modelc.compiler.primitives import PRIMITIVES
 
 
-def run_graph(graph: Graph, env: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
-    """Execute `graph` with `env` (value id -> array) holding its inputs, params and state."""
+def run_graph(graph: Graph, env: dict[int, np.ndarray], lr_scale: float = LR_SCALE_DEFAULT) -> dict[str, np.ndarray]:
+    """Execute `graph` with `env` (value id -> array) holding its inputs, params and state;
+    the optimizer updates scale their learning rate by `lr_scale`."""
     for op in graph.ops:
-        result = PRIMITIVES[op.prim].impl(*(env[v.id] for v in op.inputs), **op.attrs)
+        attrs = {**op.attrs, LR_SCALE: lr_scale} if PRIMITIVES[op.prim].kind == "update" else op.attrs
+        result = PRIMITIVES[op.prim].impl(*(env[v.id] for v in op.inputs), **attrs)
         if not op.outputs:
             continue
         if len(op.outputs) == 1:
@@ -53,18 +56,18 @@ class NumpyBackend(Backend):
                 env[value.id] = x.astype(self.dtype, copy=False)
             elif value.role == "target":
                 env[value.id] = y if y.dtype.kind == "i" else y.astype(self.dtype, copy=False)
-            elif value.name == "step":
+            elif value.role == "scalar":    # the update counter, found by its role (never by name)
                 env[value.id] = np.int64(step)
         return env
 
-    def train(self, data, order, batch_size, first_batch, last_batch, step):
+    def train(self, data, order, batch_size, first_batch, last_batch, step, lr_scale=LR_SCALE_DEFAULT):
         x, y = data
         graph = self.program.train
         totals = np.zeros(len(self.program.result_names))
         for b in range(first_batch, last_batch):
             index = order[b * batch_size:(b + 1) * batch_size]
             env = self._feed(graph, self._env(graph), x[index], y[index], step + b - first_batch)
-            out = run_graph(graph, env)
+            out = run_graph(graph, env, lr_scale)
             totals += [float(out[k]) * len(index) for k in self.program.result_names]
         return totals
 
