@@ -540,6 +540,31 @@ for _prim, _attrs in OPTIMIZER_CASES:
 # ---------------------------------------------------------------- whole specs
 
 SPECS = {
+    # Every name here is also one the compiler or its generated code uses itself: the update
+    # counter, the learning rate, the interpreter's arguments, the cuda kernels' parameters
+    # and locals, a gradient's prefix (layer d, value kernel: d.kernel twice).
+    "clash": """
+model clash
+input  step: f32[4]
+target lr: f32[3] onehot
+network {
+    step -> dense(5, relu) => order
+    order -> dense(5, tanh) => batch
+    (order, batch) -> add => sums
+    sums -> dense(4, relu) => A
+    A -> dropout(0.25) => L
+    (L, A) -> concat => idx
+    idx -> dense(4, relu) => off
+    off -> dense(4) => nb
+    nb -> dense(4, relu) => u_w
+    u_w -> dense(4, relu) => d
+    d -> dense(4, relu) => kernel
+    kernel -> dense(3, softmax) => alpha
+}
+loss      categorical_crossentropy(lr, alpha)
+optimizer adam(lr=0.01)
+metrics   accuracy
+""",
     "blobs": """
 model blobs
 input  point: f32[2]

@@ -101,10 +101,11 @@ def check_case(c: cuda_cases.Case) -> float:
 
 # ---------------------------------------------------------------- whole specs
 
-def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE, config=None):
+def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE, config=None, lr_scale=1.0):
     """Same weights, same batches on numpy and cuda: the result sums, every parameter
-    and state array after `steps` updates, then evaluate and predict. `config`: the
-    cuda launch configuration (default: the simulator's small blocks)."""
+    and state array after `steps` updates (at the learning-rate factor `lr_scale`), then
+    evaluate and predict. `config`: the cuda launch configuration (default: the
+    simulator's small blocks)."""
     rng = np.random.default_rng(7)
     params = {i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out) for i in prog.params}
     for info in prog.params:   # non-zero biases, so bias paths matter from the first step
@@ -118,7 +119,7 @@ def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE, config=None):
         backend = CudaBackend(prog, config) if target == "cuda" else get_backend(target, prog)
         backend.load_state(params, state)
         data = backend.upload(x, y)
-        sums = backend.train(data, order, batch, 0, steps, 0)
+        sums = backend.train(data, order, batch, 0, steps, 0, lr_scale)
         weights, opt = backend.read_state()
         results[target] = (sums, weights, opt, backend.evaluate(data, batch), backend.predict(data, batch),
                            backend.kernel_launches_per_step)
@@ -199,6 +200,22 @@ def _():
     for k, v in got["numpy"][1].items():
         worst = max(worst, compare(f"param {k}", got["cuda"][1][k], v, TRAIN_RTOL, TRAIN_ATOL))
     return worst
+
+
+@spec_check("spec names equal to the compiler's own: input step, target lr, layers order, batch, sums, A, L, "
+            "idx, off, nb, u_w, d, kernel, alpha (dropout reads the update counter)")
+def _():
+    return compare_training(cuda_cases.program("clash"), 20, 3)[0]
+
+
+@spec_check("a learning-rate factor of 0.5 (adam, a schedule-free rate), 3 steps")
+def _():
+    return compare_training(cuda_cases.program("blobs"), 24, 3, lr_scale=0.5)[0]
+
+
+@spec_check("a batch of 10**8 on 12 samples: one batch of the data, buffers for 12 rows")
+def _():
+    return compare_training(cuda_cases.program("features"), 12, 1, batch=10 ** 8)[0]
 
 
 @spec_check("specs/blobs.model: 3 steps at batch 8")

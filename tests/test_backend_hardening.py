@@ -17,33 +17,10 @@ from modelc.compiler.codegen.cuda_planner import plans_for
 from modelc.errors import ModelcError
 from modelc.grammar.parser import parse
 from modelc.runtime import memory
-from tests.target_agreement import assert_close, compare, initial_state, sample_data
+from tests.cuda_cases import SPECS
+from tests.target_agreement import assert_close, compare, initial_state, run, sample_data
 
-# Every name here is also one the compiler or its generated code uses itself: the update
-# counter, the learning rate, the interpreter's arguments, the cuda kernels' parameters
-# and locals, a gradient's prefix (layer d, value kernel: d.kernel twice).
-CLASH = """
-model clash
-input  step: f32[4]
-target lr: f32[3] onehot
-network {
-    step -> dense(5, relu) => order
-    order -> dense(5, tanh) => batch
-    (order, batch) -> add => sums
-    sums -> dense(4, relu) => A
-    A -> dropout(0.25) => L
-    (L, A) -> concat => idx
-    idx -> dense(4, relu) => off
-    off -> dense(4) => nb
-    nb -> dense(4, relu) => u_w
-    u_w -> dense(4, relu) => d
-    d -> dense(4, relu) => kernel
-    kernel -> dense(3, softmax) => alpha
-}
-loss      categorical_crossentropy(lr, alpha)
-optimizer adam(lr=0.01)
-metrics   accuracy
-"""
+CLASH = SPECS["clash"]
 
 
 def _program(text):
@@ -57,6 +34,19 @@ def test_spec_names_equal_to_internal_ones_train(target):
     report = compare(CLASH, target, steps=3)
     assert np.isfinite(report["train_sums"][1]) and report["train_sums"][1] > 0
     assert_close(report)
+
+
+def test_the_update_counter_is_found_by_its_role_not_its_name():
+    """Named anything (here as an internal name no spec can write), the counter still reaches
+    the updates and the dropout, on every target."""
+    program = _program(CLASH)
+    counter = next(v for v in program.train.inputs if v.role == "scalar")
+    counter.name = "#step"
+    x, y = sample_data(program, 29)
+    ref = run("numpy", program, x, y, 3, 8)
+    got = run("cpu", program, x, y, 3, 8)
+    for name, array in ref["params"].items():
+        np.testing.assert_allclose(got["params"][name], array, rtol=2e-5, atol=2e-6)
 
 
 def test_cuda_kernels_never_let_a_spec_name_shadow_a_local():
