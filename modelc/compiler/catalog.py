@@ -94,9 +94,10 @@ LOSSES = {d.name: d for d in [
         grad=f"-iy * (y * ip - where(1 / sqrt(pp) < 1 / {_E}, yp * p * ip * ip * ip, 0))")),
     LossDef("binary_crossentropy", _mean_of(
         "binary_crossentropy",
-        # epsilon inside the logs after clipping, as Keras's TensorFlow backend computes it
-        f"-(t * log(q + {_E}) + (1 - t) * log(1 - q + {_E}))",
-        f"where((p > {_E}) & (p < 1 - {_E}), (1 - t) / (1 - q + {_E}) - t / (q + {_E}), 0)",
+        # the logs of the clipped probability, no epsilon inside them: Keras 3's backends
+        # (tf.keras 2 added epsilon inside the logs too; at exact 0 or 1 that differs)
+        "-(t * log(q) + (1 - t) * log(1 - q))",
+        f"where((p > {_E}) & (p < 1 - {_E}), (1 - t) / (1 - q) - t / q, 0)",
         _BINARY_T + (("q", f"clip(p, {_E}, 1 - {_E})"),)),
         (_FROM_LOGITS, _SMOOTHING), "binary", ("bce",),
         logits_rule=_mean_of("binary_crossentropy_logits", "maximum(p, 0) - p * t + log1p(exp(-abs(p)))",
