@@ -45,10 +45,11 @@ def first_bad(a: np.ndarray) -> str:
 
 
 def _number(value) -> str:
-    """A label as the user wrote it: whole numbers exactly (2**63 - 1, not 9.22e+18), others by repr."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
-    return repr(value) if isinstance(value, float) else str(value)
+    """A label for messages: integers exactly (2**63 - 1, not 9.22e+18), whole floats without '.0'
+    while exact (7.0 as 7), larger floats short (1e+19)."""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) <= 2 ** 53 else f"{value:.7g}"
+    return str(value)
 
 
 def check_labels(y: np.ndarray, classes: int, where: str, unit: str = "index", first: int = 0) -> None:
