@@ -53,7 +53,8 @@ _CATEGORICAL_T = (("t", "y * (1 - label_smoothing) + label_smoothing / K"),)
 
 
 def _categorical(name: str, smoothing: bool) -> tuple[RowRule, RowRule]:
-    """Categorical cross-entropy on probabilities (renormalised, clipped) and on logits
+    """Categorical cross-entropy on probabilities (divided by their row's sum, then clipped:
+    Keras 3's order; an all-zero row is 0/0, NaN, as in Keras) and on logits
     (log-softmax of p / temperature; the temperature comes from a fused softmax)."""
     t = _CATEGORICAL_T if smoothing else (("t", "y"),)
     probs = RowRule(
