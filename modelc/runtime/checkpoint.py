@@ -4,7 +4,10 @@ Plain arrays only (`np.savez`, loaded with `allow_pickle=False`), so opening a
 checkpoint never runs code. The metadata is one JSON string: the format
 version, the architecture hash of the spec (so weights meet only their own
 network), the model's name, the update count (Adam's bias correction needs
-it), the target that wrote it and the modelc version. Files are written to a
+it), the target that wrote it and the modelc version, and optionally the
+training position (epoch, history, lr_scale, callbacks, shuffle_seed), each
+type-checked on loading. Reading goes through `npyfile`, which checks the zip
+directory and every `.npy` header before decompressing anything. Files are written to a
 temporary name in the same folder, flushed to disk and renamed, so a crash or
 Ctrl-C never leaves half a checkpoint under the real name.
 """

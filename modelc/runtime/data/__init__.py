@@ -3,7 +3,9 @@
 Two steps, so that spec mistakes surface before any file is touched:
 `bind_source(call)` checks the source name and its options against the
 registry (a located SpecError on a typo), and `load(bound)` reads or makes
-the data and returns `Splits(train, test)`.
+the data and returns `Splits(train, test)`. `check_static(bound, program)`
+compares what the options alone tell (feature shape, label format, classes)
+with the spec's input and target, reading nothing (see statics.py).
 
     from modelc.runtime.data import load, source_call
     splits = load(source_call("mnist", scale=1 / 255, flatten=True))
