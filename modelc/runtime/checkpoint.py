@@ -68,7 +68,7 @@ def _number_or_null(value: Any) -> bool:
 
 
 # The metadata fields modelc reads, each with what it must be; others (model, target, ...) are
-# only shown in messages and must be strings when present.
+# only shown in messages and must be strings or null (a spec without an optimizer) when present.
 _FIELDS: dict[str, tuple[Any, str]] = {
     "step": (_whole, f"a whole number of updates, 0..{MAX_COUNT}"),
     "epoch": (_whole, f"a whole number of epochs, 0..{MAX_COUNT}"),
@@ -132,9 +132,9 @@ def _meta(archive: npyfile.Archive, where: str) -> dict[str, Any]:
             raise ModelcError(f"{where}: its metadata field '{key}' is {json.dumps(meta[key])[:60]}, "
                               f"but must be {must}", hint="the file was altered; write it again with model.save()")
     for key in _TEXT_FIELDS:
-        if key in meta and not isinstance(meta[key], str):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
             raise ModelcError(f"{where}: its metadata field '{key}' is {json.dumps(meta[key])[:60]}, "
-                              "but must be a string", hint="the file was altered; write it again with model.save()")
+                              "but must be a string or null", hint="the file was altered; write it again with model.save()")
     return meta
 
 
