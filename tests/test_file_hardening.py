@@ -156,7 +156,8 @@ def test_metadata_fields_of_the_wrong_type_are_refused(tmp_path, good, field, va
 
 def test_new_metadata_fields_that_are_right_load(tmp_path, good):
     bad = crafted(tmp_path, good, lambda p: set_meta(
-        p, epoch=2, history=[{"loss": 0.5, "accuracy": None}], lr_scale=0.5, callbacks={}, shuffle_seed=4))
+        p, epoch=2, history=[{"loss": 0.5, "accuracy": None}], lr_scale=0.5, callbacks={}, shuffle_seed=4,
+        optimizer=None))
     assert checkpoint.load(bad).meta["history"] == [{"loss": 0.5, "accuracy": None}]
 
 
