@@ -15,19 +15,20 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from modelc.errors import ModelcError, SpecError
-
 if TYPE_CHECKING:  # pragma: no cover
+    from modelc.errors import ModelcError, SpecError
     from modelc.runtime.model import Model
 
 __version__ = "0.1.0"
-__all__ = ["compile", "load", "read_spec", "Model", "ModelcError", "SpecError", "losses", "__version__"]
+__all__ = ["compile", "load", "read_spec", "Model", "ModelcError", "SpecError", "losses", "callbacks", "datasets",
+           "__version__"]
 
 
 def read_spec(spec):
     """A spec from a path (ends in .model, or an existing file) or from spec text.
 
     Returns (ast.Spec, base_dir): relative data paths resolve against base_dir."""
+    from modelc.errors import ModelcError
     from modelc.grammar import ast
     from modelc.grammar.parser import parse, parse_file
     if isinstance(spec, ast.Spec):
@@ -59,9 +60,12 @@ def load(spec, weights, target: str = "cpu", data_dir: str | None = None) -> "Mo
 
 
 def __getattr__(name: str):
-    if name == "losses":
+    if name in ("losses", "callbacks", "datasets"):
         import importlib
-        return importlib.import_module("modelc.losses")
+        return importlib.import_module(f"modelc.{name}")
+    if name in ("ModelcError", "SpecError"):
+        from modelc import errors
+        return getattr(errors, name)
     if name == "Model":
         from modelc.runtime.model import Model
         return Model

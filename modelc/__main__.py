@@ -1,6 +1,6 @@
 """`python -m modelc ...` is the `modelc` command."""
 import sys
 
-from modelc.cli import main
+from modelc.entry import main
 
 sys.exit(main())

@@ -1,9 +1,12 @@
 """The `modelc` command: a thin layer over the compiler and the runtime.
 
 Results go to stdout, notes and errors to stderr. Exit codes: 0 success;
-1 an expectation or a verification failed (the run itself worked); 2 a user
-mistake (a SpecError or ModelcError, printed without a traceback; argparse's
-usage errors are 2 as well); 130 interrupted (Ctrl-C), with nothing half-written.
+1 an expectation or a verification failed, or training diverged (the run
+itself worked, and what it finished was kept); 2 a user mistake (a SpecError or
+ModelcError, printed without a traceback; argparse's usage errors are 2 as
+well); 3 an internal error, a bug in modelc (the traceback goes to a file,
+named in the message); 130 interrupted (Ctrl-C or SIGTERM), with nothing
+half-written and the last finished epoch kept.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from modelc.errors import ModelcError
 
-EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 _written: list[str] = []     # files this run has finished writing, for the Ctrl-C message
 
@@ -85,8 +88,7 @@ def cmd_check(args) -> int:
     for path in args.specs:
         try:
             program = _program(path)
-            settings = training.settings(program.spec)
-            training.check_expectations_static(program.spec, program.shown_names, settings)
+            training.check_static(program, training.settings(program.spec))
         except ModelcError as err:
             print(str(err), file=sys.stderr)
             failed += 1
@@ -116,17 +118,67 @@ def cmd_ir(args) -> int:
     return EXIT_OK
 
 
-def cmd_train(args) -> int:
-    from modelc.runtime.progress import write_history
-    model = _model(args, seed=args.seed)
-    result = model.train_from_spec(args.data, epochs=args.epochs, batch_size=args.batch,
-                                   verbose=0 if args.quiet else 1, quiet_data=args.quiet)
-    if result.test is not None:
-        _print_results("test.", result.test)
-    elif result.val is not None:
-        _print_results("val.", result.val)
-    else:
-        _print_results("train.", result.train)
+def _data_files(model) -> list[tuple[str, str]]:
+    """The files the spec's data source reads (its `path` and `test` options), as inputs to protect."""
+    bound = model.settings.data
+    if bound is None:
+        return []
+    base = model.base_dir or "."
+    return [(f"the data file of {bound}", os.path.join(base, os.path.expanduser(bound.options[key])))
+            for key in ("path", "test") if isinstance(bound.options.get(key), str)]
+
+
+def _check_train_outputs(args, model) -> None:
+    """Every file `train` will write, checked before training starts (see modelc.outputs)."""
+    from modelc.outputs import check_folder, check_outputs
+    from modelc.runtime.training import output_paths
+    inputs = [("the spec", args.spec)] + _data_files(model)
+    if args.resume:
+        inputs.append(("the checkpoint being resumed", args.resume))
+    outputs = [(flag, path) for flag, path in (("--out", args.out), ("--history", args.history))
+               if path is not None]
+    spec_outputs = output_paths(model.settings, model.base_dir)
+    folders = [(what, path) for what, path in spec_outputs if what.startswith("checkpoint(")]
+    outputs += [(what, path) for what, path in spec_outputs if not what.startswith("checkpoint(")]
+    if args.checkpoint is not None:
+        folders = [("--checkpoint", args.checkpoint)]
+    for flag, folder in folders:
+        check_folder(flag, folder, inputs)
+        outputs += [(f"{flag} {folder}", os.path.join(folder, name)) for name in ("last.npz", "best.npz")]
+    check_outputs(outputs, inputs)
+
+
+def _interrupted_path(args, model) -> str:
+    """Where an interrupted run keeps its last finished epoch: the checkpoint folder's last.npz,
+    else beside --out, else in the current folder."""
+    if args.checkpoint:
+        return os.path.join(args.checkpoint, "last.npz")
+    if args.out:
+        stem = args.out[:-len(".npz")] if args.out.endswith(".npz") else args.out
+        return stem + ".interrupted.npz"
+    return f"{model.name}.interrupted.npz"
+
+
+def _save_interrupted(args, model) -> None:
+    """Ctrl-C or SIGTERM: keep the last finished epoch as a checkpoint and say how to resume."""
+    import signal
+    if model.epochs_done == 0 and not args.resume:
+        print("\nmodelc: interrupted before the first epoch finished; nothing to keep", file=sys.stderr)
+        return
+    path = _interrupted_path(args, model)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)      # a second Ctrl-C must not cut the save
+    try:
+        model.save(path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    _written.append(path)
+    print(f"\nmodelc: interrupted; epoch {model.epochs_done} was the last to finish, saved to {path}\n"
+          f"  resume with: modelc train {args.spec} --resume {path}"
+          + (f" --target {args.target}" if args.target != "cpu" else ""), file=sys.stderr)
+
+
+def _write_outputs(args, model, result) -> None:
+    from modelc.runtime.progress import History, write_history
     if args.out:
         model.save(args.out)
         _written.append(args.out)
@@ -135,9 +187,53 @@ def cmd_train(args) -> int:
         extra = {"model": model.name, "target": model.target}
         if result.test is not None:
             extra["test"] = result.test
-        write_history(args.history, result.history, **extra)
+        if result.history.diverged is not None:
+            extra["diverged"] = str(result.history.diverged)
+        write_history(args.history, History(model.train_log), **extra)
         _written.append(args.history)
         _note(f"wrote history to {args.history}", args.quiet)
+
+
+def cmd_train(args) -> int:
+    from modelc.runtime import training
+    model = _model(args, seed=None if args.resume else args.seed)
+    training.check_static(model.program, model.settings)
+    _check_train_outputs(args, model)
+    initial_epoch = 0
+    if args.resume:
+        model.load_weights(args.resume)
+        initial_epoch = model.epochs_done
+        if args.seed is not None and args.seed != model.shuffle_seed:
+            raise ModelcError(f"--seed {args.seed}, but {args.resume} was trained with seed {model.shuffle_seed}",
+                              hint="leave --seed out when resuming")
+        epochs = args.epochs or model.settings.epochs
+        if model.stop_training:
+            _note(f"{args.resume} stopped early after epoch {initial_epoch}; there is nothing to resume", args.quiet)
+            initial_epoch = epochs = max(initial_epoch, 1)
+        elif initial_epoch >= epochs:
+            _note(f"{args.resume} has already trained {initial_epoch} of {epochs} epochs", args.quiet)
+            epochs = initial_epoch
+        else:
+            _note(f"resuming from {args.resume}: epoch {initial_epoch + 1} of {epochs}", args.quiet)
+        args.epochs = epochs
+    try:
+        result = model.train_from_spec(args.data, epochs=args.epochs, batch_size=args.batch,
+                                       verbose=0 if args.quiet else 1, quiet_data=args.quiet,
+                                       initial_epoch=initial_epoch, checkpoint_dir=args.checkpoint,
+                                       monitor=args.monitor)
+    except KeyboardInterrupt:
+        _save_interrupted(args, model)
+        raise
+    diverged = result.history.diverged
+    if diverged is not None:
+        print(f"modelc: error: {diverged}\n  hint: {_divergence_hint(model)}", file=sys.stderr)
+        _write_outputs(args, model, result)
+        return EXIT_FAILED
+    for label, results in (("test.", result.test), ("val.", result.val), ("train.", result.train)):
+        if results is not None:
+            _print_results(label, results)
+            break
+    _write_outputs(args, model, result)
     outcomes = model.check_expectations(result)
     for outcome in outcomes:
         print(outcome)
@@ -146,6 +242,13 @@ def cmd_train(args) -> int:
         print(f"modelc: {len(failed)} of {len(outcomes)} expectation(s) failed", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _divergence_hint(model) -> str:
+    lr = model.program.optimizer_options.get("lr")
+    now = f" ({model.program.optimizer} has lr={lr:g})" if lr is not None else ""
+    return (f"lower the learning rate{now}, clip the gradients with clipnorm=1.0 in the optimizer, "
+            "or check the scale of the data (e.g. mnist(scale=1/255))")
 
 
 def _evaluation_split(model, splits):
@@ -165,9 +268,9 @@ def _evaluation_split(model, splits):
 def cmd_eval(args) -> int:
     model = _model(args)
     model.load_weights(args.weights)
-    splits = model.load_data(args.data, quiet=args.quiet)
+    splits = model.load_splits(args.data, quiet=args.quiet)
     x, y, what = _evaluation_split(model, splits)
-    results = model.evaluate(x, y, batch_size=args.batch)
+    results = model.evaluate(x, y, batch_size=args.batch, return_dict=True)
     _note(f"evaluated on {what} ({len(x):,} samples)", args.quiet)
     _print_results("", results)
     return EXIT_OK
@@ -192,6 +295,10 @@ def _load_npy(path: str):
 def cmd_predict(args) -> int:
     import numpy as np
     from modelc.files import atomic_write
+    if args.output is not None:
+        from modelc.outputs import check_outputs
+        check_outputs([("--output", args.output)], [("the spec", args.spec), ("the weights file", args.weights),
+                                                    ("the input file", args.input)])
     model = _model(args)
     model.load_weights(args.weights)
     x = _load_npy(args.input)
@@ -270,8 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     from modelc.runtime import verify
     parser = argparse.ArgumentParser(
         prog="modelc", description="Compile, train and check neural networks written as .model specs.",
-        epilog="exit codes: 0 ok, 1 an expectation or verification failed, 2 a mistake in a spec, "
-               "a flag or a file, 130 interrupted")
+        epilog="exit codes: 0 ok, 1 an expectation or verification failed or training diverged, "
+               "2 a mistake in a spec, a flag or a file, 3 a bug in modelc, 130 interrupted")
     parser.add_argument("--version", action="version", version=f"modelc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -310,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     data(p)
     p.add_argument("--out", metavar="WEIGHTS.npz", help="write the trained weights here")
     p.add_argument("--history", metavar="FILE", help="write the per-epoch history here as JSON")
+    p.add_argument("--checkpoint", metavar="DIR", help="write DIR/last.npz after every epoch and "
+                   "DIR/best.npz when the monitored value is the best so far")
+    p.add_argument("--monitor", metavar="NAME", help="what best.npz is chosen by (default: val_loss when "
+                   "there is validation, else loss)")
+    p.add_argument("--resume", metavar="CHECKPOINT.npz", help="continue the training a checkpoint stopped "
+                   "at, up to the spec's (or --epochs') last epoch")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
     p = add("eval", cmd_eval, "evaluate trained weights on the spec's test data")
@@ -351,9 +464,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the last finished epoch is kept."""
+
+
+def _terminate(_signum, _frame):
+    raise Terminated()
+
+
+def _report_bug(err: BaseException) -> int:
+    """An exception modelc did not expect: its traceback to a file, a short message, exit 3."""
+    import tempfile
+    import traceback
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    where = None
     try:
+        fd, where = tempfile.mkstemp(prefix="modelc-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"modelc {' '.join(sys.argv[1:])}\n\n{text}")
+    except OSError:
+        where = None
+    kind = "ran out of memory" if isinstance(err, MemoryError) else f"{type(err).__name__}: {err}"
+    print(f"modelc: internal error: {kind}\n  this is a bug in modelc; please report it"
+          + (f" with the traceback written to {where}" if where else f"\n{text}"), file=sys.stderr)
+    return EXIT_BUG
+
+
+def main(argv: list[str] | None = None) -> int:
+    import signal
+    try:
+        if threading_main():
+            signal.signal(signal.SIGTERM, _terminate)
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except KeyboardInterrupt:
         done = f" (finished before it: {', '.join(_written)})" if _written else ""
@@ -367,6 +509,16 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except SystemExit:
+        raise
+    except Exception as err:      # noqa: BLE001 - the last resort: a bug, reported as one
+        return _report_bug(err)
+
+
+def threading_main() -> bool:
+    """Signal handlers can be set only from the main thread (tests call main() from others)."""
+    import threading
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,8 +28,14 @@ def cache_root() -> Path:
 def atomic_write(path: Union[str, os.PathLike], content: Union[bytes, Callable[[BinaryIO], None]],
                  make_folder: bool = False) -> Path:
     """Write `content` (bytes, or a function that writes to a binary file) to `path` atomically.
-    The file gets the permissions `open()` would give it (mkstemp alone makes 0600)."""
-    path = Path(path)
+    The file gets the permissions `open()` would give it (mkstemp alone makes 0600). Through a
+    symlink the link's target is written, and only a regular file is ever replaced: a
+    directory, FIFO or device under that name is refused, never swapped for a file."""
+    if not os.fspath(path):
+        raise ModelcError("cannot write a file with an empty name")
+    path = Path(os.path.realpath(os.path.expanduser(path)))
+    if path.exists() and not path.is_file():
+        raise ModelcError(f"cannot write '{path}': it is {'a directory' if path.is_dir() else 'not a regular file'}")
     folder = path.parent if str(path.parent) else Path(".")
     if make_folder:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +22,14 @@ import numpy as np
 from modelc import __version__
 from modelc.arrays import first_bad, format_dims
 from modelc.errors import ModelcError, SpecError, did_you_mean
-from modelc.runtime import checkpoint, training
+from modelc.runtime import checkpoint, fitting, training
 from modelc.runtime import data as data_sources
 from modelc.runtime.backend import make_backend
 from modelc.runtime.binding import bind, bind_x
-from modelc.runtime.progress import History, Progress
-from modelc.runtime.seeding import check_seed, initial_weights, shuffle_rng
+from modelc.runtime.callbacks import CheckpointFolder
+from modelc.runtime.progress import History, json_safe
+from modelc.runtime.seeding import check_seed, initial_weights
 from modelc.runtime.summary import count_params, summarize
-
-# Wall time of work per backend call while a live bar is shown: short enough
-# for the bar to move, long enough that the per-call overhead does not show.
-CHUNK_SECONDS = 0.15
-MIN_CHUNKS_PER_EPOCH = 10
 
 
 def split_last(x, y, fraction: float, what: str):
@@ -51,11 +48,43 @@ def positive_int(value: Any, what: str) -> int:
     return int(value)
 
 
+class Optimizer:
+    """Keras's `model.optimizer`, as far as a compiled model has one: its name and its current
+    learning rate (after the schedule), which ReduceLROnPlateau lowers without recompiling."""
+
+    def __init__(self, model):
+        self._model = model
+
+    @property
+    def name(self) -> str | None:
+        return self._model.program.optimizer
+
+    def _scheduled(self) -> float:
+        from modelc.compiler.formulas import learning_rate
+        options = self._model.program.optimizer_options
+        return float(learning_rate(self._model.step, options["lr"], tuple(options.get("schedule", ("constant",)))))
+
+    @property
+    def learning_rate(self) -> float:
+        """As Keras holds it: a float32 value, read back as a Python float."""
+        return float(np.float32(self._model.lr_scale * self._scheduled()))
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        value = float(value)
+        if not math.isfinite(value) or value <= 0:
+            raise ModelcError(f"a learning rate must be a positive number; got {value!r}")
+        self._model.lr_scale = value / self._scheduled()
+
+    def __repr__(self) -> str:
+        return f"<modelc optimizer {self.name} learning_rate={self.learning_rate:g}>"
+
+
 @dataclass
 class TrainResult:
     """What `train_from_spec` did: the history, and the results expectations are checked against."""
     history: History
-    train: dict[str, float]
+    train: dict[str, float] | None
     val: dict[str, float] | None
     test: dict[str, float] | None
     test_samples: int = 0
@@ -78,6 +107,10 @@ class Model:
         self.base_dir = base_dir
         self.backend = make_backend(target, program)
         self.history: History | None = None
+        self.optimizer = Optimizer(self) if program.optimizer else None
+        self.stop_training = False
+        self._callbacks: list = []            # the last fit's, whose progress a checkpoint keeps
+        self._callback_states: list = []      # progress read from a checkpoint, for the next fit
         self.reset(self.settings.seed if seed is None else seed)
 
     # ------------------------------------------------------------ state
@@ -87,18 +120,31 @@ class Model:
         return self.program.name
 
     def reset(self, seed: int) -> None:
-        """Fresh weights from `seed`, zero optimizer state, no updates done."""
+        """Fresh weights from `seed`, zero optimizer state, no updates or epochs done."""
         self.seed = check_seed(seed)
-        self.step = 0
-        self._shuffle = shuffle_rng(self.seed)
+        self.step = 0                   # updates done
+        self.epochs_done = 0            # epochs finished, over every fit: it keys each epoch's shuffle
+        self.shuffle_seed = self.seed
+        self.lr_scale = 1.0             # ReduceLROnPlateau's factor on the scheduled learning rate
+        self.train_log: list[dict] = []   # every finished epoch's record, over every fit
         params = initial_weights(self.program, self.seed)
         state = self.program.initial_state()
         self.backend.load_state(params, state)
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """The parameters by name ("dense.kernel", ...), as float32 arrays (copies)."""
+    @property
+    def weight_names(self) -> list[str]:
+        """The names of `get_weights()`'s arrays, in the same (layer) order: "dense.kernel", ..."""
+        return [p.value.name for p in self.program.params]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Every weight (trainable, then a layer's moving statistics) as float32 copies, in layer
+        order, as Keras's get_weights; `weight_names` names them, `named_weights()` pairs them."""
         params, _ = self.backend.read_state()
-        return {p.value.name: np.array(params[p.value.name], np.float32) for p in self.program.params}
+        return [np.array(params[name], np.float32) for name in self.weight_names]
+
+    def named_weights(self) -> dict[str, np.ndarray]:
+        """`get_weights()` by name."""
+        return dict(zip(self.weight_names, self.get_weights()))
 
     def set_weights(self, weights: dict[str, Any] | list) -> None:
         """Replace the parameters; a dict by name, or a list in `get_weights()` order. Shapes are checked."""
@@ -135,26 +181,41 @@ class Model:
         self.backend.load_state(params, state)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write parameters, optimizer state and the update count to an .npz checkpoint, atomically."""
+        """Write an .npz checkpoint, atomically: the weights, the optimizer state, and where training
+        stands (updates and epochs done, the shuffle seed, the learning-rate factor, the history so
+        far and the callbacks' progress), so that training can resume from it bit for bit."""
         params, state = self.backend.read_state()
         meta = {"spec_hash": self.program.spec_hash, "model": self.name, "step": int(self.step),
                 "target": self.target, "modelc_version": __version__,
-                "optimizer": self.program.optimizer, "spec": self.program.spec.source.filename}
+                "optimizer": self.program.optimizer, "spec": self.program.spec.source.filename,
+                "epoch": int(self.epochs_done), "shuffle_seed": int(self.shuffle_seed),
+                "lr_scale": float(self.lr_scale), "stopped": bool(self.stop_training),
+                "history": json_safe(self.train_log),
+                "callbacks": {f"{i:03d}.{type(c).__name__}": json_safe(c.get_state())
+                              for i, c in enumerate(self._callbacks)}}
         return checkpoint.save(path, {p.value.name: params[p.value.name] for p in self.program.params},
                                {s.name: state[s.name] for s in self.program.state}, meta)
 
     def load_weights(self, path: str | os.PathLike) -> None:
-        """Load a checkpoint written for this spec (by any target)."""
+        """Load a checkpoint written for this spec (by any target), and where its training stood."""
         ck = checkpoint.load(path)
         checkpoint.check_matches(ck, path, self.program)
         params = {p.value.name: np.asarray(ck.params[p.value.name], np.float32) for p in self.program.params}
+        meta = ck.meta
         if checkpoint.state_matches(ck, self.program):
             state = {s.name: np.asarray(ck.state[s.name], np.float32) for s in self.program.state}
             self.step = ck.step
+            self.lr_scale = float(meta.get("lr_scale", 1.0))
         else:   # the optimizer changed since: the weights still hold, the optimizer starts afresh
             state = self.program.initial_state()
             self.step = 0
+            self.lr_scale = 1.0
         self.backend.load_state(params, state)
+        self.epochs_done = int(meta.get("epoch", 0))
+        self.shuffle_seed = int(meta.get("shuffle_seed", self.seed))
+        self.stop_training = bool(meta.get("stopped", False))
+        self.train_log = [dict(r) for r in meta.get("history", [])]
+        self._callback_states = sorted(meta.get("callbacks", {}).items())
 
     def warm_up(self) -> float:
         """Compile every graph now (or load its code from the cache), so that no epoch,
@@ -173,16 +234,19 @@ class Model:
     def fit(self, x, y, epochs: int | None = None, batch_size: int | None = None, *,
             validation_data: tuple | None = None, validation_split: float | None = None,
             shuffle: bool | None = None, seed: int | None = None, verbose: int = 1,
-            callbacks: list | None = None) -> History:
-        """Train as Keras's fit does. Unset options come from the spec's train section,
-        then Keras's defaults (1 epoch, batch 32, shuffled). `seed` re-seeds the batch
-        order only; the weights come from the seed the model was compiled with."""
+            callbacks: list | None = None, initial_epoch: int = 0, terminate_on_nan: bool = True) -> History:
+        """Train as Keras's fit does: epochs `initial_epoch`..`epochs - 1`. Unset options come from
+        the spec's train section, then Keras's defaults (1 epoch, batch 32, shuffled). `seed`
+        re-seeds the batch order only; the weights come from the seed the model was compiled with.
+        Training stops when the loss or a weight stops being finite (`terminate_on_nan`), keeping
+        the last finished epoch's weights; `history.diverged` then says where."""
         self._need_training()
         epochs = positive_int(self.settings.epochs if epochs is None else epochs, "epochs")
         batch = positive_int(self.settings.batch if batch_size is None else batch_size, "batch_size")
+        initial_epoch = self._initial_epoch(initial_epoch, epochs)
         shuffle = self.settings.shuffle if shuffle is None else bool(shuffle)
         if seed is not None:
-            self._shuffle = shuffle_rng(check_seed(seed))
+            self.shuffle_seed = check_seed(seed)
         x, y = bind(self.program, x, y, "training data")
         val = None
         if validation_data is not None and validation_split is not None:
@@ -196,69 +260,51 @@ class Model:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ModelcError("validation_data must be a pair (x, y)")
             val = bind(self.program, validation_data[0], validation_data[1], "validation data")
-        return self._fit(x, y, epochs, batch, val, shuffle, verbose, callbacks)
-
-    def _fit(self, x, y, epochs, batch, val, shuffle, verbose, callbacks) -> History:
-        n = len(x)
-        batches = -(-n // batch)
-        data = self.backend.upload(x, y)
-        val_data = self.backend.upload(*val) if val is not None else None
-        progress = Progress(epochs, batches, verbose)
-        if not self.backend.compiled:   # its own step, so epoch 1's time is the training alone
-            progress.compiled(self.warm_up())
-        history = History()
-        self.history = history
-        try:
-            for epoch in range(1, epochs + 1):
-                order = self._shuffle.permutation(n) if shuffle else np.arange(n, dtype=np.int64)
-                order = np.ascontiguousarray(order, dtype=np.int64)
-                progress.start_epoch(epoch)
-                start = time.perf_counter()
-                sums = self._train_epoch(data, order, batch, batches, n, progress)
-                train_seconds = time.perf_counter() - start
-                logs = self.program.results(sums, n)
-                if val_data is not None:
-                    val_sums = self.backend.evaluate(val_data, batch)
-                    logs.update({f"val_{k}": v for k, v in self.program.results(val_sums, len(val[0])).items()})
-                seconds = time.perf_counter() - start
-                record = {"epoch": epoch, **logs, "seconds": seconds}
-                history.epochs.append(record)
-                progress.end_epoch(epoch, seconds, logs, n / train_seconds if train_seconds > 0 else None)
-                for callback in callbacks or ():
-                    hook = getattr(callback, "on_epoch_end", callback)
-                    hook(epoch, dict(record))
-        finally:
-            progress.close()
+        history = self._fit(x, y, epochs, batch, val, shuffle, verbose, list(callbacks or ()), initial_epoch,
+                            terminate_on_nan)
+        if history.diverged is not None and verbose:
+            print(f"modelc: {history.diverged}", file=sys.stderr, flush=True)
         return history
 
-    def _train_epoch(self, data, order, batch, batches, n, progress: Progress) -> np.ndarray:
-        """One epoch: a single backend call, or chunks of about CHUNK_SECONDS when a bar is live."""
-        if not progress.live:
-            sums = np.asarray(self.backend.train(data, order, batch, 0, batches, self.step), np.float64)
-            self.step += batches
-            return sums
-        totals = np.zeros(len(self.program.result_names))
-        chunk = max(1, -(-batches // (MIN_CHUNKS_PER_EPOCH * 5)))
-        first = 0
-        while first < batches:
-            last = min(batches, first + chunk)
-            t = time.perf_counter()
-            totals += self.backend.train(data, order, batch, first, last, self.step)
-            per_batch = (time.perf_counter() - t) / (last - first)
-            self.step += last - first
-            done = min(last * batch, n)
-            progress.advance(last - first, self.program.results(totals, done))
-            chunk = max(1, min(int(CHUNK_SECONDS / max(per_batch, 1e-9)), -(-batches // MIN_CHUNKS_PER_EPOCH)))
-            first = last
-        return totals
+    @staticmethod
+    def _initial_epoch(initial_epoch, epochs: int) -> int:
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
+            raise ModelcError(f"initial_epoch must be a whole number, 0 or more; got {initial_epoch!r}")
+        if initial_epoch > epochs:
+            raise ModelcError(f"initial_epoch={initial_epoch} is past epochs={epochs}",
+                              hint="epochs counts up to the last epoch, as in Keras: fit(epochs=20, initial_epoch=7)")
+        return int(initial_epoch)
 
-    def evaluate(self, x, y, batch_size: int | None = None) -> dict[str, float]:
-        """The loss and each metric over the data: {"loss": ..., "accuracy": ...}."""
+    def _fit(self, x, y, epochs, batch, val, shuffle, verbose, callbacks, initial_epoch=0,
+             terminate_on_nan=True, after_epoch=()) -> History:
+        data = self.backend.upload(x, y)
+        val_data = self.backend.upload(*val) if val is not None else None
+        runner = fitting.EpochRunner(self, data, len(x), val_data, len(val[0]) if val is not None else 0,
+                                     batch, verbose, terminate_on_nan)
+        states = self._matching_states(callbacks)
+        self._callbacks = callbacks
+        self.history = fitting.run(runner, epochs, initial_epoch, shuffle, callbacks, after_epoch, states)
+        return self.history
+
+    def _matching_states(self, callbacks) -> list:
+        """The checkpoint's callback progress, when it was written by the same callbacks (used once)."""
+        saved, self._callback_states = self._callback_states, []
+        if [key.split(".", 1)[1] for key, _ in saved] != [type(c).__name__ for c in callbacks]:
+            return []
+        return [state for _, state in saved]
+
+    def evaluate(self, x, y, batch_size: int | None = None, verbose: int = 0, *, return_dict: bool = False):
+        """Keras's evaluate: `[loss, *metrics]` as floats (the loss alone when there are no
+        metrics), or {"loss": ..., "accuracy": ...} with `return_dict=True`."""
         if self.program.evaluate is None:
             raise ModelcError(f"'{self.name}' has no loss, so it cannot be evaluated")
         batch = positive_int(self.settings.batch if batch_size is None else batch_size, "batch_size")
         x, y = bind(self.program, x, y, "evaluation data")
-        return self._evaluate(x, y, batch)
+        results = self._evaluate(x, y, batch)
+        if return_dict:
+            return results
+        values = [float(v) for v in results.values()]
+        return values if len(values) > 1 else values[0]
 
     def _evaluate(self, x, y, batch) -> dict[str, float]:
         sums = self.backend.evaluate(self.backend.upload(x, y), batch)
@@ -272,15 +318,25 @@ class Model:
 
     # ------------------------------------------------------------ the spec's train section
 
-    def load_data(self, data_dir: str | None = None, quiet: bool = False):
-        """The spec's data source, read or generated (a located error if the spec names none)."""
+    def load_splits(self, data_dir: str | None = None, quiet: bool = False):
+        """The spec's data source, read or generated, as `Splits` (a located error if it names none)."""
+        spec = self.program.spec
         if self.settings.data is None:
-            spec = self.program.spec
             raise SpecError("the train section names no data source",
                             spec.train[0].pos if spec.train else spec.pos, spec.source,
                             hint="add a line such as 'data mnist(scale=1/255)' to train { }")
-        return data_sources.load(self.settings.data, data_dir=data_dir or self.data_dir,
-                                 base_dir=self.base_dir, quiet=quiet)
+        try:
+            return data_sources.load(self.settings.data, data_dir=data_dir or self.data_dir,
+                                     base_dir=self.base_dir, quiet=quiet, program=self.program)
+        except SpecError as err:
+            raise err.located(spec.source) from None
+
+    def load_data(self, data_dir: str | None = None, quiet: bool = False):
+        """The spec's data as Keras's datasets give it: `(x_train, y_train), (x_test, y_test)`
+        (the test pair is `(None, None)` when the source has no test split)."""
+        splits = self.load_splits(data_dir, quiet)
+        test = (splits.test.x, splits.test.y) if splits.test is not None else (None, None)
+        return (splits.train.x, splits.train.y), test
 
     def _spec_error(self, err: ModelcError, key: str) -> SpecError:
         """A data mistake, blamed on the train section's line that named the data."""
@@ -293,16 +349,32 @@ class Model:
 
     def train_from_spec(self, data_dir: str | None = None, *, epochs: int | None = None,
                         batch_size: int | None = None, seed: int | None = None, shuffle: bool | None = None,
-                        verbose: int = 1, quiet_data: bool = False, splits=None) -> TrainResult:
-        """Run the spec's train section (data, batch, epochs, shuffle, seed, validate), then
-        evaluate on the source's test split. A `seed` before any training re-draws the weights."""
+                        verbose: int = 1, quiet_data: bool = False, splits=None, initial_epoch: int = 0,
+                        callbacks: list | None = None, checkpoint_dir: str | None = None,
+                        monitor: str | None = None) -> TrainResult:
+        """Run the spec's train section (data, batch, epochs, shuffle, seed, validate, callbacks),
+        then evaluate on the source's test split. A `seed` before any training re-draws the
+        weights. `callbacks` come after the spec's own; `checkpoint_dir` (and the value it
+        `monitor`s for best.npz) takes the place of the spec's checkpoint(dir=...)."""
         self._need_training()
         settings = self.settings
+        training.check_static(self.program, settings)
         if seed is not None and self.step == 0 and seed != self.seed:
             self.reset(seed)
-        seed = self.seed if seed is None else seed
+        if seed is not None:
+            self.shuffle_seed = check_seed(seed)
+        epochs = positive_int(settings.epochs if epochs is None else epochs, "epochs")
+        batch = positive_int(settings.batch if batch_size is None else batch_size, "batch")
+        initial_epoch = self._initial_epoch(initial_epoch, epochs)
+        spec_callbacks = training.make_callbacks(settings, self.program.spec, self.base_dir)
+        folders = [c for c in spec_callbacks if isinstance(c, CheckpointFolder)]
+        spec_callbacks = [c for c in spec_callbacks if not isinstance(c, CheckpointFolder)]
+        if checkpoint_dir is not None:
+            folders = [CheckpointFolder(checkpoint_dir, monitor)]
+        for folder in folders:
+            folder.prepare()
         if splits is None:
-            splits = self.load_data(data_dir, quiet=quiet_data)
+            splits = self.load_splits(data_dir, quiet=quiet_data)
         source = str(settings.data) if settings.data is not None else "the data"
         try:
             x, y = bind(self.program, splits.train.x, splits.train.y, f"the training split of {source}")
@@ -322,13 +394,14 @@ class Model:
                 x, y, val = split_last(x, y, settings.validate, f"validate split({settings.validate:g})")
             except ModelcError as err:
                 raise SpecError(err.message, settings.positions["validate"], self.program.spec.source) from None
-        epochs = positive_int(settings.epochs if epochs is None else epochs, "epochs")
-        batch = positive_int(settings.batch if batch_size is None else batch_size, "batch")
         shuffle = settings.shuffle if shuffle is None else shuffle
-        self._shuffle = shuffle_rng(check_seed(seed))
-        history = self._fit(x, y, epochs, batch, val, shuffle, verbose, None)
+        history = self._fit(x, y, epochs, batch, val, shuffle, verbose, spec_callbacks + list(callbacks or ()),
+                            initial_epoch, True, folders)
+        if history.diverged is not None:
+            return TrainResult(history, None, None, None, 0, settings)
         test_results = self._evaluate(test[0], test[1], batch) if test is not None else None
-        return TrainResult(history, history.split("") or {}, history.split("val_") if val is not None else None,
+        last = History(self.train_log)      # a resumed run's results are its last epoch's
+        return TrainResult(history, last.split("") or {}, last.split("val_") if val is not None else None,
                            test_results, len(test[0]) if test is not None else 0, settings)
 
     def check_expectations(self, results: dict | TrainResult) -> list[training.ExpectationResult]:

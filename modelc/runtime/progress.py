@@ -17,8 +17,15 @@ from typing import Any, TextIO
 
 @dataclass
 class History:
-    """Per-epoch results. `history` is Keras's dict of lists; `epochs` one dict per epoch."""
+    """Per-epoch results. `history` is Keras's dict of lists; `epochs` one dict per epoch;
+    `diverged` says where training stopped being finite, when it did (see fitting.Divergence)."""
     epochs: list[dict[str, float]] = field(default_factory=list)
+    diverged: Any = None
+
+    @property
+    def epoch(self) -> list[int]:
+        """Keras's `history.epoch`: the 0-based index of each epoch run."""
+        return [record["epoch"] - 1 for record in self.epochs]
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -49,10 +56,22 @@ class History:
         return f"History({len(self.epochs)} epochs, keys={list(self.history)})"
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float as None (JSON has no NaN), containers walked."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_history(path: str | os.PathLike, history: History, **extra: Any) -> None:
-    """The history as JSON, {"epochs": [{"epoch": 1, "loss": ...}, ...]}, written atomically."""
+    """The history as JSON, {"epochs": [{"epoch": 1, "loss": ...}, ...]}, written atomically;
+    a value that is not finite is written as null, so the file is always valid JSON."""
     from modelc.files import atomic_write
-    text = json.dumps(history.to_dict(**extra), indent=2, allow_nan=True) + "\n"
+    text = json.dumps(json_safe(history.to_dict(**extra)), indent=2, allow_nan=False) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
 
 

@@ -4,6 +4,11 @@ Both are drawn here rather than by a backend, so `numpy`, `cpu` and `cuda`
 start from the same weights and see the same batches, and the same seed gives
 the same weights bit for bit on the same machine. The two come from separate
 streams, so re-seeding the batch order leaves the weights alone.
+
+The batch order of an epoch is a function of the seed and the epoch's number
+alone, never of a generator's history, so a run resumed from a checkpoint at
+epoch 7 shuffles epoch 8 exactly as the unbroken run did (dropout masks are
+likewise a function of the seed, the update number and the element).
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ def initial_weights(program, seed: int) -> dict[str, np.ndarray]:
             for p in program.params}
 
 
-def shuffle_rng(seed: int) -> np.random.Generator:
-    """The batch-order generator: seeded from `seed` but a stream of its own, apart from the weights'."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The shuffled order of `n` samples in epoch number `epoch` (0-based, counted over the
+    model's whole training): its own stream, keyed by the seed and the epoch, apart from the weights'."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, epoch)))
+    return np.ascontiguousarray(rng.permutation(n), dtype=np.int64)

@@ -2,25 +2,29 @@
 
 `settings(spec)` turns the `train { ... }` lines into a `TrainSettings` (no data
 is read: the data source call is only bound, so `modelc check` can vet it).
-`check_expectations_static` rejects unknown splits and metrics before any
-training; `evaluate_expectations` compares results after it and reports each
-expectation with its spec line, as a person would write it.
+`check_static` rejects, before any training, unknown splits and metrics, a
+callback watching a value that is never logged, and a data source whose labels
+cannot feed the target; `evaluate_expectations` compares results after
+training and reports each expectation with its spec line, as a person would
+write it. `make_callbacks` builds the `callbacks [...]` line's objects.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import operator
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelc.errors import SpecError, did_you_mean, unknown
+from modelc.errors import ModelcError, SpecError, did_you_mean, unknown
 from modelc.grammar import ast
 
 # Keras's fit() defaults, used when the spec leaves a setting out.
 DEFAULT_BATCH = 32
 DEFAULT_EPOCHS = 1
 
-SETTINGS = ("data", "batch", "epochs", "shuffle", "seed", "validate", "schedule")
+SETTINGS = ("data", "batch", "epochs", "shuffle", "seed", "validate", "schedule", "callbacks")
 SETTING_ALIASES = {"batch_size": "batch", "validation": "validate", "data_source": "data"}
 SPLITS = ("train", "val", "test")
 COMPARISONS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
@@ -35,6 +39,7 @@ class TrainSettings:
     shuffle: bool = True
     seed: int = 0
     validate: str | float = "none"
+    callbacks: list = field(default_factory=list)   # (name, options, ast.Call) per callbacks [...] entry
     positions: dict[str, ast.Pos] = field(default_factory=dict)   # setting -> where it was written
 
     @property
@@ -134,8 +139,121 @@ def _settings(spec: ast.Spec) -> TrainSettings:
             out.shuffle = value.value
         elif key == "validate":
             out.validate = _validate(setting)
+        elif key == "callbacks":
+            out.callbacks = _callbacks(setting)
         # "schedule" is the compiler's: build_program binds and checks it.
     return out
+
+
+# ---------------------------------------------------------------- callbacks
+
+_MONITOR = ("monitor", "name")
+_MODE = ("mode", "name", ("auto", "min", "max"))
+# What a spec may set on each callback, and the kind of each option; the defaults are the
+# classes' own (modelc.runtime.callbacks), read from their signatures.
+CALLBACK_OPTIONS = {
+    "early_stopping": (_MONITOR, ("min_delta", "float", None, 0.0), ("patience", "int", None, 0), _MODE,
+                       ("baseline", "float"), ("restore_best_weights", "bool"), ("start_from_epoch", "int", None, 0),
+                       ("verbose", "int", None, 0)),
+    "reduce_lr_on_plateau": (_MONITOR, ("factor", "float", None, 0.0), ("patience", "int", None, 0), _MODE,
+                             ("min_delta", "float", None, 0.0), ("cooldown", "int", None, 0),
+                             ("min_lr", "float", None, 0.0), ("verbose", "int", None, 0)),
+    "model_checkpoint": (("filepath", "str"), _MONITOR, ("save_best_only", "bool"), _MODE, ("verbose", "int", None, 0)),
+    "csv_logger": (("filename", "str"), ("separator", "str"), ("append", "bool")),
+    "checkpoint": (("dir", "str"), _MONITOR, _MODE),
+    "terminate_on_nan": (),
+}
+CALLBACK_ALIASES = {"reduce_lr": "reduce_lr_on_plateau", "earlystopping": "early_stopping",
+                    "csv_log": "csv_logger", "checkpoints": "checkpoint"}
+_PATH_OPTIONS = ("filepath", "filename", "dir")
+
+
+def _callback_params(name: str):
+    from modelc.runtime.callbacks import SPEC_CALLBACKS, options
+    from modelc.schema import REQUIRED, Param
+    defaults = options(SPEC_CALLBACKS[name])
+    params = []
+    for option in CALLBACK_OPTIONS[name]:
+        key, kind, *rest = option
+        default = defaults[key]
+        params.append(Param(key, kind, REQUIRED if default is inspect.Parameter.empty else default,
+                            choices=rest[0] if rest and kind == "name" else None,
+                            low=rest[1] if len(rest) > 1 else None))
+    return params
+
+
+def _callbacks(setting: ast.Setting) -> list:
+    """`callbacks [early_stopping(patience=3), ...]` (or one callback alone), each bound and checked."""
+    from modelc.schema import bind_call
+    value = setting.value
+    items = value.items if isinstance(value, ast.ListLit) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, ast.Ident):
+            item = ast.Call(item, [], item.pos)
+        if not isinstance(item, ast.Call):
+            raise SpecError("callbacks names callbacks, like [early_stopping(patience=3), "
+                            "checkpoint(dir=\"runs\")]", getattr(item, "pos", None) or _pos(setting))
+        name = CALLBACK_ALIASES.get(item.name.name, item.name.name)
+        if name not in CALLBACK_OPTIONS:
+            raise unknown("callback", item.name.name, list(CALLBACK_OPTIONS) + list(CALLBACK_ALIASES),
+                          item.name.pos)
+        out.append((name, bind_call(item, _callback_params(name), name), item))
+    return out
+
+
+def _check_callbacks(spec: ast.Spec, result_names: list[str], train: TrainSettings) -> None:
+    """Each callback's monitor must be a value the run logs."""
+    logged = list(result_names) + (["val_" + n for n in result_names] if train.validate != "none" else [])
+    for name, opts, call in train.callbacks:
+        monitor = opts.get("monitor")
+        if monitor is None or monitor in logged or (name == "checkpoint" and monitor is None):
+            continue
+        pos = next((a.value.pos for a in call.keywords if a.key.name == "monitor"), call.pos)
+        hint = (f"this run logs: {', '.join(logged)}" if not monitor.startswith("val_") or train.validate != "none"
+                else "add 'validate test' or 'validate split(0.1)' to train { } to log val_ values")
+        err = unknown("logged value", monitor, logged, pos)
+        err.hint = err.hint if did_you_mean(monitor, logged) else hint
+        raise err.located(spec.source)
+
+
+def make_callbacks(train: TrainSettings, spec: ast.Spec, base_dir: str | None) -> list:
+    """The spec's callbacks, built; file paths resolve against the spec's folder, like data files."""
+    from modelc.runtime.callbacks import SPEC_CALLBACKS
+    out = []
+    for name, opts, call in train.callbacks:
+        opts = dict(opts)
+        for key in _PATH_OPTIONS:
+            if key in opts and base_dir is not None:
+                opts[key] = os.path.join(base_dir, os.path.expanduser(opts[key]))
+        try:
+            out.append(SPEC_CALLBACKS[name](**opts))
+        except ModelcError as err:
+            raise SpecError(err.message, call.pos, spec.source, hint=err.hint) from None
+    return out
+
+
+def output_paths(train: TrainSettings, base_dir: str | None) -> list[tuple[str, str]]:
+    """The files and folders the spec's callbacks write, as (what, path), for the CLI's checks."""
+    out = []
+    for name, opts, _ in train.callbacks:
+        for key in _PATH_OPTIONS:
+            if key in opts:
+                path = os.path.join(base_dir or ".", os.path.expanduser(opts[key]))
+                out.append((f"{name}({key}=...)", path))
+    return out
+
+
+def check_static(program, train: TrainSettings) -> None:
+    """Everything about the train and expect sections that is known before any data is read."""
+    from modelc.runtime import data as data_sources
+    check_expectations_static(program.spec, program.shown_names, train)
+    _check_callbacks(program.spec, program.shown_names, train)
+    if train.data is not None:
+        try:
+            data_sources.check_static(train.data, program)
+        except SpecError as err:
+            raise err.located(program.spec.source)
 
 
 # ---------------------------------------------------------------- expectations
