@@ -94,7 +94,7 @@ def worker_modelc(args) -> dict:
     if args.startup_only:
         return result
     history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch, verbose=0, seed=0, shuffle=True)
-    accuracy = model.evaluate(xt, yt, batch_size=1024)["accuracy"]
+    accuracy = model.evaluate(xt, yt, batch_size=1024, return_dict=True)["accuracy"]
     import numba
     return {**result, "epoch_s": [e["seconds"] for e in history.epochs],
             "train_loss": [round(e["loss"], 4) for e in history.epochs], "samples": len(x),

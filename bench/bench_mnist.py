@@ -64,7 +64,7 @@ def worker_modelc(args) -> dict:
         return {"startup_s": ready - loaded, "process_s": ready - start}
     history = model.fit(x, splits.train.y, epochs=args.epochs, batch_size=args.batch, verbose=0, seed=0)
     seconds = [e["seconds"] for e in history.epochs]
-    accuracy = model.evaluate(xt, splits.test.y, batch_size=1024)["accuracy"]
+    accuracy = model.evaluate(xt, splits.test.y, batch_size=1024, return_dict=True)["accuracy"]
     return {"epoch_s": seconds, "accuracy": accuracy, "peak_mb": peak_mb(),
             "launches_per_step": backend.kernel_launches_per_step}
 

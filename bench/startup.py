@@ -61,7 +61,7 @@ def worker(spec: str, started: float) -> dict:
     """Compile, bind the data, train one step; then the in-process figures."""
     import modelc
     model = modelc.compile(spec, target="cpu")
-    splits = model.load_data(quiet=True)
+    splits = model.load_splits(quiet=True)
     x, y = splits.train.x, splits.train.y
     model.fit(x[:32], y[:32], epochs=1, batch_size=32, verbose=0)
     first_step = time.time() - started

@@ -52,7 +52,7 @@ def test_batch_normalization_is_kerass(target):
     history = model.fit(x, np.zeros_like(x), epochs=1, batch_size=len(x), shuffle=False, verbose=0)
     # the loss is the mean square of the training-mode output (the target is zero)
     assert history.history["loss"][0] == pytest.approx(float(np.mean(KERAS["bn.train_y"] ** 2)), rel=1e-5)
-    weights = model.get_weights()
+    weights = model.named_weights()
     np.testing.assert_allclose(weights["y.moving_mean"], KERAS["bn.moving_mean"], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(weights["y.moving_variance"], KERAS["bn.moving_variance"], rtol=1e-6)
     model.set_weights([gamma, beta, KERAS["bn.moving_mean"], KERAS["bn.moving_variance"]])
@@ -74,8 +74,8 @@ def test_checkpoints_carry_the_moving_statistics(tmp_path):
     model.fit(x, np.zeros_like(x), epochs=2, batch_size=2, verbose=0)
     path = model.save(tmp_path / "bn.npz")
     again = modelc.load(_spec(BATCH_NORM_SHAPE, "batch_normalization", BN_TAIL), path, target="cpu")
-    for name, value in model.get_weights().items():
-        np.testing.assert_array_equal(again.get_weights()[name], value)
+    for name, value in model.named_weights().items():
+        np.testing.assert_array_equal(again.named_weights()[name], value)
     np.testing.assert_allclose(again.predict(x), model.predict(x), rtol=1e-6, atol=1e-6)
 
 

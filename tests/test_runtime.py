@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import modelc
+from modelc.callbacks import Callback
 from modelc.errors import ModelcError, SpecError
-from modelc.runtime import checkpoint, model as model_module, training
+from modelc.runtime import checkpoint, fitting, training
 from modelc.runtime.progress import History, Progress, format_epoch, write_history
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ def test_fit_learns_and_history_has_keras_shape():
     assert [e["epoch"] for e in history.epochs] == [1, 2, 3, 4, 5, 6]
     assert h["loss"][-1] < 0.6 * h["loss"][0]
     assert h["accuracy"][-1] > 0.85 and h["val_accuracy"][-1] > 0.8
-    results = model.evaluate(*make_data(60, seed=1))
+    results = model.evaluate(*make_data(60, seed=1), return_dict=True)
     assert set(results) == {"loss", "accuracy"}
     assert results["loss"] == pytest.approx(h["val_loss"][-1], rel=1e-6)
     probs = model.predict(x[:7])
@@ -77,20 +78,25 @@ def test_epoch_results_are_sample_weighted_means_of_the_backend_sums():
     # 50 samples in batches of 16: the last batch has 2; the epoch loss is the per-sample mean
     x, y = make_data(50)
     model = compile_tiny()
-    before = model.evaluate(x, y, batch_size=50)
+    before = model.evaluate(x, y, batch_size=50, return_dict=True)
     seen = []
     original = model.backend.train
 
-    def spy(data, order, batch_size, first, last, step):
-        sums = original(data, order, batch_size, first, last, step)
+    def spy(data, order, batch_size, first, last, step, lr_scale=1.0):
+        sums = original(data, order, batch_size, first, last, step, lr_scale)
         seen.append((order.copy(), batch_size, first, last, step, sums.copy()))
         return sums
 
     model.backend.train = spy
     history = model.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
-    assert [(s[2], s[3], s[4]) for s in seen] == [(0, 4, 0), (4 - 4, 4, 4)]   # one call per epoch, steps go on
+    # Each epoch's calls cover its 4 batches in order, and the update count goes on across epochs.
+    epochs = [[c for c in seen if c[4] < 4], [c for c in seen if c[4] >= 4]]
+    for calls, start in zip(epochs, (0, 4)):
+        assert calls[0][2] == 0 and calls[-1][3] == 4
+        assert all(a[3] == b[2] for a, b in zip(calls, calls[1:]))
+        assert [c[4] for c in calls] == [start + c[2] for c in calls]
     assert model.step == 8
-    assert history.history["loss"][0] == pytest.approx(seen[0][5][0] / 50)
+    assert history.history["loss"][0] == pytest.approx(sum(c[5][0] for c in epochs[0]) / 50)
     assert before["loss"] > history.history["loss"][-1]
 
 
@@ -101,7 +107,8 @@ def test_shuffle_orders_are_new_each_epoch_and_seeded():
         model = compile_tiny(seed=seed)
         got = []
         original = model.backend.train
-        model.backend.train = lambda d, order, *rest: (got.append(order.copy()), original(d, order, *rest))[1]
+        model.backend.train = lambda d, order, b, first, *rest: (
+            first == 0 and got.append(order.copy()), original(d, order, b, first, *rest))[1]
         model.fit(x, y, epochs=3, verbose=0)
         return got
 
@@ -119,17 +126,17 @@ def test_same_seed_same_weights_bit_for_bit(target):
     for _ in range(2):
         model = modelc.compile(SPEC, target=target, seed=7)
         model.fit(x, y, epochs=2, verbose=0)
-        runs.append(model.get_weights())
+        runs.append(model.named_weights())
     other = modelc.compile(SPEC, target=target, seed=8)
     other.fit(x, y, epochs=2, verbose=0)
     for name in runs[0]:
         assert np.array_equal(runs[0][name], runs[1][name]), name
-    assert not np.array_equal(runs[0]["dense.kernel"], other.get_weights()["dense.kernel"])
+    assert not np.array_equal(runs[0]["dense.kernel"], other.named_weights()["dense.kernel"])
 
 
 def test_initial_weights_follow_the_seed_and_the_initializers():
     model = compile_tiny(seed=3)
-    weights = model.get_weights()
+    weights = model.named_weights()
     assert list(weights) == ["dense.kernel", "dense.bias", "probs.kernel", "probs.bias"]
     assert not weights["dense.bias"].any()                         # zeros
     limit = np.sqrt(6 / (4 + 16))                                  # glorot_uniform
@@ -147,7 +154,7 @@ def test_validation_split_takes_the_last_part_before_shuffling():
     model.backend.train = lambda d, order, *rest: (orders.append(order.copy()), original(d, order, *rest))[1]
     history = model.fit(x, y, epochs=2, validation_split=0.2, verbose=0)
     assert all(sorted(o.tolist()) == list(range(80)) for o in orders)   # trains on the first 80 only
-    assert history.history["val_loss"][-1] == pytest.approx(model.evaluate(x[80:], y[80:])["loss"], rel=1e-6)
+    assert history.history["val_loss"][-1] == pytest.approx(model.evaluate(x[80:], y[80:])[0], rel=1e-6)
     with pytest.raises(ModelcError, match="validation_split"):
         model.fit(x, y, validation_split=1.5, verbose=0)
 
@@ -164,16 +171,16 @@ def test_chunked_epochs_with_a_live_bar_give_the_same_numbers(monkeypatch):
             self.live = True
 
     calls = []
-    monkeypatch.setattr(model_module, "Progress", LiveProgress)
-    monkeypatch.setattr(model_module, "CHUNK_SECONDS", 0.0)       # force small chunks
+    monkeypatch.setattr(fitting, "Progress", LiveProgress)
+    monkeypatch.setattr(fitting, "CHUNK_SECONDS", 0.0)       # force small chunks
     chunked = compile_tiny()
     original = chunked.backend.train
     chunked.backend.train = lambda *a: (calls.append(a[3:6]), original(*a))[1]
     h2 = chunked.fit(x, y, epochs=2, batch_size=8, verbose=1)
     assert len(calls) > 4
     assert chunked.step == plain.step == 50
-    for name, value in plain.get_weights().items():
-        assert np.array_equal(value, chunked.get_weights()[name]), name
+    for name, value in plain.named_weights().items():
+        assert np.array_equal(value, chunked.named_weights()[name]), name
     assert h1.history["loss"] == pytest.approx(h2.history["loss"], rel=1e-12)
 
 
@@ -211,10 +218,10 @@ def test_history_json(tmp_path):
 
 def test_set_weights_checks_names_and_shapes():
     model = compile_tiny()
-    weights = model.get_weights()
+    weights = model.named_weights()
     weights["dense.kernel"] = np.ones((4, 16))
     model.set_weights(weights)
-    assert np.array_equal(model.get_weights()["dense.kernel"], np.ones((4, 16), np.float32))
+    assert np.array_equal(model.named_weights()["dense.kernel"], np.ones((4, 16), np.float32))
     with pytest.raises(ModelcError, match=r"'dense.kernel' has shape \(4, 16\), but the array given has shape \(16, 4\)"):
         model.set_weights(dict(weights, **{"dense.kernel": np.ones((16, 4))}))
     with pytest.raises(ModelcError, match="did you mean 'dense.kernel'"):
@@ -234,14 +241,14 @@ def test_save_and_load_round_trip(tmp_path):
     model.save(path)
     loaded = modelc.load(SPEC, weights=path, target="numpy")
     assert loaded.step == model.step == 30
-    for name, value in model.get_weights().items():
-        assert np.array_equal(value, loaded.get_weights()[name])
+    for name, value in model.named_weights().items():
+        assert np.array_equal(value, loaded.named_weights()[name])
     assert np.array_equal(model.predict(x), loaded.predict(x))
     # the optimizer state and step came along: training on continues identically
     model.fit(x, y, epochs=1, shuffle=False, verbose=0)
     loaded.fit(x, y, epochs=1, shuffle=False, verbose=0)
-    for name, value in model.get_weights().items():
-        assert np.array_equal(value, loaded.get_weights()[name]), name
+    for name, value in model.named_weights().items():
+        assert np.array_equal(value, loaded.named_weights()[name]), name
     # plain arrays and JSON metadata, no pickles
     with np.load(path, allow_pickle=False) as npz:
         meta = json.loads(str(npz[checkpoint.META_KEY]))
@@ -269,7 +276,7 @@ def test_a_comment_in_the_spec_keeps_its_checkpoints(tmp_path):
     edited = compile_tiny("# a note added later\n\n" + SPEC.replace("metrics   accuracy", "metrics   accuracy  # kept"))
     assert edited.program.spec_hash == model.program.spec_hash
     edited.load_weights(path)
-    assert np.array_equal(edited.get_weights()["dense.kernel"], model.get_weights()["dense.kernel"])
+    assert np.array_equal(edited.named_weights()["dense.kernel"], model.named_weights()["dense.kernel"])
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "plain_npz", "npy", "version"])
@@ -318,7 +325,7 @@ def test_weights_survive_a_change_of_optimizer(tmp_path):
     sgd = compile_tiny(SPEC.replace("adam(lr=0.01)", "sgd(lr=0.1, momentum=0.9)"))
     sgd.load_weights(path)                   # same architecture: weights load, optimizer restarts
     assert sgd.step == 0
-    assert np.array_equal(sgd.get_weights()["dense.kernel"], model.get_weights()["dense.kernel"])
+    assert np.array_equal(sgd.named_weights()["dense.kernel"], model.named_weights()["dense.kernel"])
 
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
@@ -401,19 +408,21 @@ def test_bad_fit_arguments():
 def test_callbacks_and_warm_up():
     x, y = make_data(64)
     model = compile_tiny()
-    before = model.get_weights()
+    before = model.named_weights()
     assert model.warm_up() >= 0
     assert model.step == 0
     for name, value in before.items():
-        assert np.array_equal(value, model.get_weights()[name])      # warming up changes nothing
+        assert np.array_equal(value, model.named_weights()[name])      # warming up changes nothing
     seen = []
 
-    class Recorder:
-        def on_epoch_end(self, epoch, logs):
+    class Recorder(Callback):
+        def on_epoch_end(self, epoch, logs=None):
             seen.append((epoch, sorted(logs)))
 
-    model.fit(x, y, epochs=2, verbose=0, callbacks=[Recorder(), lambda epoch, logs: seen.append(epoch)])
-    assert seen == [(1, ["accuracy", "epoch", "loss", "seconds"]), 1, (2, ["accuracy", "epoch", "loss", "seconds"]), 2]
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[Recorder()])
+    assert seen == [(0, ["accuracy", "loss"]), (1, ["accuracy", "loss"])]      # Keras's 0-based epochs and logs
+    with pytest.raises(ModelcError, match="Callback"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[lambda epoch, logs: None])
 
 
 def test_unknown_target():
@@ -470,7 +479,7 @@ def test_train_from_spec_blames_the_data_line_for_data_that_does_not_fit():
     text = SPEC_WITH_DATA.replace("p: f32[2]", "p: f32[3]")
     with pytest.raises(SpecError) as info:
         compile_tiny(text).train_from_spec(verbose=0, quiet_data=True)
-    assert info.value.line == 11 and "f32[3]" in str(info.value) and "(240, 2)" in str(info.value)
+    assert info.value.line == 11 and "f32[3]" in str(info.value) and "shape [2]" in str(info.value)
 
 
 def test_expectations_are_checked_before_training():
@@ -588,7 +597,7 @@ def test_precision_and_recall_are_ratios_over_the_whole_data(target):
     y = (rng.random((37, 2)) > 0.4).astype(np.float32)
     model = modelc.compile(BINARY_METRICS, target=target, seed=1)
     model.fit(x, y, epochs=2, batch_size=8, verbose=0)
-    got = model.evaluate(x, y, batch_size=5)
+    got = model.evaluate(x, y, batch_size=5, return_dict=True)
     p = model.predict(x)
     tp = ((p > 0.5) & (y != 0)).sum()
     assert got["precision"] == pytest.approx(tp / (p > 0.5).sum(), rel=1e-6)

@@ -145,7 +145,7 @@ def verify(program, targets: Sequence[str], *, steps: int = STEPS, batch: int | 
     batch = positive_int(settings.batch if batch is None else batch, "batch")
     models = [Model(program, target, seed=seed, data_dir=data_dir, base_dir=base_dir) for target in targets]
     if splits is None:
-        splits = models[0].load_data(quiet=quiet)
+        splits = models[0].load_splits(quiet=quiet)
     source = str(settings.data) if settings.data is not None else "the data"
     x, y = bind(program, splits.train.x, splits.train.y, f"the training split of {source}")
     order = np.arange(steps * batch) % len(x)     # the first batches in order, wrapping round if need be
@@ -168,7 +168,7 @@ def _train(model: Model, train: tuple, evaluation: tuple, batch: int) -> _Run:
     history = model.fit(*train, epochs=1, batch_size=batch, shuffle=False, verbose=0)
     seconds = time.perf_counter() - start
     params, state = model.backend.read_state()
-    return _Run(model.target, seconds, history.split(""), model.evaluate(*evaluation, batch_size=batch),
+    return _Run(model.target, seconds, history.split(""), model.evaluate(*evaluation, batch_size=batch, return_dict=True),
                 params, state)
 
 
