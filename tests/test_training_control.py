@@ -385,3 +385,14 @@ def test_spec_callbacks_train_and_are_checked(tmp_path, capsys):
     typo = write_spec(tmp_path, "callbacks [early_stoping(patience=2)]", name="typo.model")
     assert cli.main(["check", str(typo)]) == 2
     assert "did you mean 'early_stopping'" in capsys.readouterr().err
+
+
+def test_check_catches_a_one_hot_target_fed_integer_labels(tmp_path, capsys):
+    text = (ROOT / "specs" / "mnist.model").read_text()
+    text = text.replace("target digit: int[] classes 10", "target digit: f32[10] onehot")
+    text = text.replace("sparse_categorical_crossentropy", "categorical_crossentropy")
+    spec = tmp_path / "onehot.model"
+    spec.write_text(text)
+    assert cli.main(["check", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "onehot.model:" in err and "one-hot" in err and "onehot=true" in err
