@@ -237,10 +237,8 @@ def test_errors_after_parsing_name_the_spec_file(tmp_path, capsys, text, stage):
     assert err.startswith(f"{path}:") and "<spec>" not in err
 
 
-# ---------------------------------------------------------------- 7. data source options
+# ---------------------------------------------------------------- 7. data source options (checked by runtime/data)
 
-@pytest.mark.xfail(strict=True, reason="modelc/runtime/data/__init__.py _extra_checks accepts a line break or "
-                   "a quote as the csv delimiter (only its length is checked); csv.reader then raises")
 @pytest.mark.parametrize("delimiter", ['"\\n"', '"\\r"', '"\\""'])
 def test_csv_refuses_a_delimiter_that_cannot_separate_fields(delimiter):
     from modelc.runtime import training
