@@ -27,6 +27,7 @@ from modelc.runtime import data as data_sources
 from modelc.runtime.backend import make_backend
 from modelc.runtime.binding import bind, bind_x
 from modelc.runtime.callbacks import CheckpointFolder
+from modelc.runtime.memory import check_fits
 from modelc.runtime.progress import History, json_safe
 from modelc.runtime.seeding import check_seed, initial_weights
 from modelc.runtime.summary import count_params, summarize
@@ -103,6 +104,7 @@ class Model:
         self.program = program
         self.target = target
         self.settings = training.settings(program.spec)
+        check_fits(program, 1, target, "building")      # before a single weight is drawn
         self.data_dir = data_dir
         self.base_dir = base_dir
         self.backend = make_backend(target, program)
@@ -277,6 +279,7 @@ class Model:
 
     def _fit(self, x, y, epochs, batch, val, shuffle, verbose, callbacks, initial_epoch=0,
              terminate_on_nan=True, after_epoch=()) -> History:
+        check_fits(self.program, min(batch, len(x)), self.target, "training")
         data = self.backend.upload(x, y)
         val_data = self.backend.upload(*val) if val is not None else None
         runner = fitting.EpochRunner(self, data, len(x), val_data, len(val[0]) if val is not None else 0,
@@ -307,6 +310,7 @@ class Model:
         return values if len(values) > 1 else values[0]
 
     def _evaluate(self, x, y, batch) -> dict[str, float]:
+        check_fits(self.program, min(batch, len(x)), self.target, "evaluating")
         sums = self.backend.evaluate(self.backend.upload(x, y), batch)
         return self.program.results(sums, len(x))
 
@@ -314,6 +318,7 @@ class Model:
         """The network's output for each sample, float32 (samples, *output shape)."""
         batch = positive_int(self.settings.batch if batch_size is None else batch_size, "batch_size")
         x = bind_x(self.program, x, "prediction input")
+        check_fits(self.program, min(batch, len(x)), self.target, "predicting with")
         return self.backend.predict(self.backend.upload(x), batch)
 
     # ------------------------------------------------------------ the spec's train section
