@@ -201,7 +201,7 @@ def test_interrupt_keeps_the_last_finished_epoch_and_says_how_to_resume(tmp_path
 
 
 def test_ctrl_c_while_starting_has_no_traceback(tmp_path):
-    spec = write_spec(tmp_path)
+    spec = write_spec(tmp_path, **{"epochs   20": "epochs   100000"})
     reached = 0
     for delay in (0.1, 0.5, 1.0, 1.5):
         proc = _popen(["train", spec, "--target", "numpy", "-q"], tmp_path)
