@@ -8,6 +8,7 @@ run leaves the old file intact.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Union
@@ -25,6 +26,27 @@ def cache_root() -> Path:
     return base / "modelc"
 
 
+def file_problem(path: Union[str, os.PathLike]) -> str | None:
+    """Why `path` is not a regular file one can read or replace ("not found", "is a directory",
+    "is a named pipe (FIFO)", ...), or None when it is one. Asked before opening, so a FIFO
+    never blocks and a device is never read or replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "not found"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if stat.S_ISFIFO(mode):
+        return "is not a regular file (a named pipe, FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is not a regular file (a device)"
+    return "is not a regular file"
+
+
 def atomic_write(path: Union[str, os.PathLike], content: Union[bytes, Callable[[BinaryIO], None]],
                  make_folder: bool = False) -> Path:
     """Write `content` (bytes, or a function that writes to a binary file) to `path` atomically.
@@ -34,8 +56,9 @@ def atomic_write(path: Union[str, os.PathLike], content: Union[bytes, Callable[[
     if not os.fspath(path):
         raise ModelcError("cannot write a file with an empty name")
     path = Path(os.path.realpath(os.path.expanduser(path)))
-    if path.exists() and not path.is_file():
-        raise ModelcError(f"cannot write '{path}': it is {'a directory' if path.is_dir() else 'not a regular file'}")
+    problem = file_problem(path)
+    if problem not in (None, "not found"):
+        raise ModelcError(f"cannot write '{path}': it {problem}")
     folder = path.parent if str(path.parent) else Path(".")
     if make_folder:
         try:

@@ -10,10 +10,10 @@ exist, in a folder that exists and can be written.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from modelc.errors import ModelcError
+from modelc.files import file_problem
 
 
 def _real(path: str) -> str:
@@ -34,21 +34,12 @@ def check_output(flag: str, path: str) -> None:
     if not path or not path.strip():
         raise ModelcError(f"{flag} got an empty file name", hint=f"give {flag} a file to write")
     real = Path(_real(path))
-    try:
-        st = os.stat(real)
-    except FileNotFoundError:
-        st = None
-    except OSError as e:
-        raise ModelcError(f"{flag} {path}: cannot use it ({e.strerror or e})") from None
-    if st is not None:
-        if stat.S_ISDIR(st.st_mode):
-            raise ModelcError(f"{flag} {path} is a directory", hint=f"give {flag} a file name inside it")
-        if not stat.S_ISREG(st.st_mode):
-            kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else
-                    "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
-                    "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-            raise ModelcError(f"{flag} {path} is {kind}; modelc writes only regular files",
-                              hint=f"give {flag} a new file name")
+    problem = file_problem(real)
+    if problem == "is a directory":
+        raise ModelcError(f"{flag} {path} is a directory", hint=f"give {flag} a file name inside it")
+    if problem not in (None, "not found"):
+        raise ModelcError(f"{flag} {path} {problem}; modelc writes only regular files",
+                          hint=f"give {flag} a new file name")
     folder = real.parent
     if not folder.is_dir():
         raise ModelcError(f"{flag} {path}: the folder '{folder}' does not exist",

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import codecs
 import os
-import stat
 from pathlib import Path
 
 from modelc.compiler.limits import MAX_SPEC_BYTES
 from modelc.errors import ModelcError, SpecError
+from modelc.files import file_problem
 from modelc.source import Pos, Source
 
 
@@ -18,19 +18,16 @@ def read_spec(path) -> tuple[str, str]:
     missing, not a regular file, too large or unreadable, a located `SpecError` when it is
     not UTF-8."""
     path = Path(path)
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise ModelcError(f"spec file '{path}' not found", hint=f"looked for {path.absolute()}") from None
-    except OSError as e:
-        raise ModelcError(f"cannot read spec file '{path}': {e.strerror or e}") from None
-    if stat.S_ISDIR(info.st_mode):
+    problem = file_problem(path)
+    if problem == "not found":
+        raise ModelcError(f"spec file '{path}' not found", hint=f"looked for {path.absolute()}")
+    if problem == "is a directory":
         raise ModelcError(f"'{path}' is a directory, not a spec file", hint="name a .model file inside it")
-    if not stat.S_ISREG(info.st_mode):
-        raise ModelcError(f"'{path}' is not a regular file (a device, FIFO or socket), so not a spec file",
-                          hint="specs are small text files; name a .model file")
-    if info.st_size > MAX_SPEC_BYTES:
-        raise _too_large(path, info.st_size)
+    if problem is not None:
+        raise ModelcError(f"spec file '{path}' {problem}", hint="specs are small text files; name a .model file")
+    size = os.stat(path).st_size
+    if size > MAX_SPEC_BYTES:
+        raise _too_large(path, size)
     try:
         # O_NONBLOCK: should the path have become a FIFO since the check, opening it cannot hang
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))

@@ -11,12 +11,9 @@ without a GPU the check is skipped).
 """
 from __future__ import annotations
 
-import os
-
+from modelc.arrays import gib, machine_memory
 from modelc.compiler.ir import I64
 from modelc.errors import ModelcError
-
-GIB = 1 << 30
 
 
 def _bytes(value) -> int:
@@ -50,10 +47,7 @@ def available_bytes(target: str) -> int | None:
     """The memory a run on `target` can use, or None when it cannot be found out cheaply."""
     if target == "cuda":
         return _gpu_bytes()
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
+    return machine_memory()
 
 
 def _gpu_bytes() -> int | None:
@@ -81,5 +75,5 @@ def check_fits(program, batch: int, target: str, what: str) -> None:
     fits = (available - fixed) // per_sample if per_sample else 0
     hint = (f"use a smaller batch: at most {fits} fits" if fits >= 1 else
             "the weights alone do not fit: make the model smaller (fewer or narrower layers)")
-    raise ModelcError(f"{what} '{program.name}' with batches of {batch} needs about {needed / GIB:.1f} GiB of "
-                      f"memory on the {target} target, more than the {available / GIB:.1f} GiB {where}", hint=hint)
+    raise ModelcError(f"{what} '{program.name}' with batches of {batch} needs about {gib(needed)} of "
+                      f"memory on the {target} target, more than the {gib(available)} {where}", hint=hint)

@@ -25,6 +25,7 @@ import numpy as np
 
 from modelc.arrays import check_size
 from modelc.errors import ModelcError
+from modelc.files import file_problem
 
 NPY_MAGIC = b"\x93NUMPY"
 MAX_HEADER_BYTES = 10000          # numpy's own default limit for an .npy header
@@ -39,22 +40,6 @@ class NotAFile(ModelcError):
         self.reason = reason
 
 
-def file_problem(path: Path) -> str | None:
-    """Why `path` cannot be read as a file ("not found", "is a directory", ...), or None.
-    Asked before opening, so that a FIFO never blocks."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "not found"
-    except OSError as e:
-        return f"cannot be read ({e.strerror or e})"
-    if stat.S_ISDIR(mode):
-        return "is a directory"
-    if not stat.S_ISREG(mode):
-        return "is not a regular file (a pipe, socket or device)"
-    return None
-
-
 def open_regular(path: Path, where: str) -> BinaryIO:
     """Open `path` for reading only if it is a regular file; a NotAFile error names `where` if not."""
     problem = file_problem(path)
@@ -66,7 +51,7 @@ def open_regular(path: Path, where: str) -> BinaryIO:
         if stat.S_ISREG(os.fstat(fd).st_mode):
             return os.fdopen(fd, "rb")
         os.close(fd)                        # replaced since the check
-        problem = "is not a regular file (a pipe, socket or device)"
+        problem = file_problem(path) or "is not a regular file"
     raise NotAFile(f"{where} {problem}", problem,
                    None if problem == "not found" else "name a regular file on disk")
 

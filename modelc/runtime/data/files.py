@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from modelc.errors import ModelcError
+from modelc.files import file_problem
 from modelc.runtime import npyfile
 from .core import (Dataset, LoadContext, Splits, check_finite, finish_labels, infer_classes,
                    labels_or_targets, scaled)
@@ -36,7 +37,7 @@ def _existing(ctx: LoadContext, arg: str, path: str, want_dir: bool = False) -> 
         raise ctx.fail(arg, f"folder '{path}' {problem}{looked}",
                        "relative paths are relative to the spec file's folder" if problem == "not found"
                        else "name the folder that holds the IDX files")
-    problem = npyfile.file_problem(p)
+    problem = file_problem(p)
     if problem == "not found":
         raise ctx.fail(arg, f"file '{path}' not found{looked}", "relative paths are relative to the spec file's folder")
     if problem is not None:
