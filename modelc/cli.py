@@ -223,7 +223,7 @@ def cmd_train(args) -> int:
                                        monitor=args.monitor)
     except KeyboardInterrupt:
         _save_interrupted(args, model)
-        raise
+        return EXIT_INTERRUPTED
     diverged = result.history.diverged
     if diverged is not None:
         print(f"modelc: error: {diverged}\n  hint: {_divergence_hint(model)}", file=sys.stderr)
