@@ -133,13 +133,13 @@ def _check_train_outputs(args, model) -> None:
     from modelc.outputs import check_folder, check_outputs
     from modelc.runtime.training import output_paths
     inputs = [("the spec", args.spec)] + _data_files(model)
-    if args.resume:
-        inputs.append(("the checkpoint being resumed", args.resume))
     outputs = [(flag, path) for flag, path in (("--out", args.out), ("--history", args.history))
                if path is not None]
     spec_outputs = output_paths(model.settings, model.base_dir)
     folders = [(what, path) for what, path in spec_outputs if what.startswith("checkpoint(")]
     outputs += [(what, path) for what, path in spec_outputs if not what.startswith("checkpoint(")]
+    if args.resume:     # read whole before training; only the checkpoint folder may write it again
+        check_outputs(list(outputs), [("the checkpoint being resumed", args.resume)])
     if args.checkpoint is not None:
         folders = [("--checkpoint", args.checkpoint)]
     for flag, folder in folders:

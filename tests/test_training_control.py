@@ -114,6 +114,18 @@ def test_cli_checkpoint_then_resume_matches_an_unbroken_run(tmp_path):
     assert [r["epoch"] for r in history["epochs"]] == list(range(1, 21))
 
 
+def test_resume_into_the_same_checkpoint_folder(tmp_path):
+    spec = write_spec(tmp_path, **{"epochs   20": "epochs   4"})
+    folder = tmp_path / "ck"
+    assert cli.main(["train", str(spec), "--target", "numpy", "-q", "--epochs", "2", "--checkpoint", str(folder)]) == 0
+    assert cli.main(["train", str(spec), "--target", "numpy", "-q", "--checkpoint", str(folder),
+                     "--resume", str(folder / "last.npz")]) == 0
+    assert checkpoint.load(folder / "last.npz").meta["epoch"] == 4
+    # but --out never replaces the checkpoint being resumed
+    assert cli.main(["train", str(spec), "--target", "numpy", "-q", "--resume", str(folder / "last.npz"),
+                     "--out", str(folder / "last.npz")]) == 2
+
+
 def test_shuffles_are_a_function_of_seed_and_epoch():
     from modelc.runtime.seeding import epoch_order
     assert np.array_equal(epoch_order(0, 7, 50), epoch_order(0, 7, 50))
