@@ -226,7 +226,9 @@ def test_ctrl_c_while_starting_has_no_traceback(tmp_path):
             continue
         reached += 1
         assert "Traceback" not in err, (delay, err)
-        assert proc.returncode == 130, (delay, proc.returncode, err)
+        # 130, or killed by the signal itself when it lands while the interpreter is shutting a
+        # library down (both are what a shell reports as 130)
+        assert proc.returncode in (130, -signal.SIGINT), (delay, proc.returncode, err)
     assert reached >= 2
 
 
