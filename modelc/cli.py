@@ -248,7 +248,8 @@ def _divergence_hint(model) -> str:
     lr = model.program.optimizer_options.get("lr")
     now = f" ({model.program.optimizer} has lr={lr:g})" if lr is not None else ""
     return (f"lower the learning rate{now}, clip the gradients with clipnorm=1.0 in the optimizer, "
-            "or check the scale of the data (e.g. mnist(scale=1/255))")
+            "check the scale of the data (e.g. mnist(scale=1/255)), or look for an extreme option "
+            "(such as a tiny softmax temperature)")
 
 
 def _evaluation_split(model, splits):

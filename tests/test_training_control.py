@@ -412,3 +412,10 @@ def test_check_catches_a_one_hot_target_fed_integer_labels(tmp_path, capsys):
     assert cli.main(["check", str(spec)]) == 2
     err = capsys.readouterr().err
     assert "onehot.model:" in err and "one-hot" in err and "onehot=true" in err
+
+
+def test_a_data_size_error_names_the_data_line(tmp_path, capsys):
+    spec = write_spec(tmp_path, **{"blobs(samples=120": "blobs(samples=99999999999"})
+    assert cli.main(["train", str(spec), "--target", "numpy", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "control.model:11:" in err and "GiB" in err and "Traceback" not in err

@@ -335,6 +335,8 @@ class Model:
                                      base_dir=self.base_dir, quiet=quiet, program=self.program)
         except SpecError as err:
             raise err.located(spec.source) from None
+        except ModelcError as err:      # the source's own mistake (a size, a file): blame its line
+            raise self._spec_error(err, "data") from None
 
     def load_data(self, data_dir: str | None = None, quiet: bool = False):
         """The spec's data as Keras's datasets give it: `(x_train, y_train), (x_test, y_test)`
