@@ -77,20 +77,22 @@ def assert_identical(a, b):
 
 # ---------------------------------------------------------------- resume is bit-identical
 
+@pytest.mark.parametrize("split", [7, 14])      # 14: after the best epoch (9), whose weights the checkpoint keeps
 @pytest.mark.parametrize("target", ["numpy", "cpu"])
-def test_resume_after_7_of_20_epochs_is_bit_identical(tmp_path, target):
-    spec = write_spec(tmp_path, "callbacks [reduce_lr_on_plateau(monitor=val_loss, factor=0.5, patience=2)]")
+def test_resume_after_7_of_20_epochs_is_bit_identical(tmp_path, target, split):
+    spec = write_spec(tmp_path, "callbacks [reduce_lr_on_plateau(monitor=val_loss, factor=0.5, patience=2), "
+                                "early_stopping(monitor=val_loss, patience=100, restore_best_weights=true)]")
     whole = modelc.compile(spec, target)
     whole.train_from_spec(verbose=0, checkpoint_dir=str(tmp_path / "whole"))
 
     first = modelc.compile(spec, target)
-    first.train_from_spec(verbose=0, epochs=7, checkpoint_dir=str(tmp_path / "part"))
+    first.train_from_spec(verbose=0, epochs=split, checkpoint_dir=str(tmp_path / "part"))
     resumed = modelc.compile(spec, target)
     resumed.load_weights(tmp_path / "part" / "last.npz")
-    assert resumed.epochs_done == 7 and resumed.step == first.step
-    resumed.train_from_spec(verbose=0, initial_epoch=7, checkpoint_dir=str(tmp_path / "part"))
+    assert resumed.epochs_done == split and resumed.step == first.step
+    resumed.train_from_spec(verbose=0, initial_epoch=split, checkpoint_dir=str(tmp_path / "part"))
 
-    assert_identical(state_of(whole), state_of(resumed))
+    assert_identical(state_of(whole), state_of(resumed))     # the best epoch's weights, restored by both
     assert resumed.step == whole.step and resumed.lr_scale == whole.lr_scale
     assert [r["epoch"] for r in resumed.train_log] == list(range(1, 21))
     np.testing.assert_allclose([r["loss"] for r in resumed.train_log], [r["loss"] for r in whole.train_log],

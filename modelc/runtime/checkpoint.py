@@ -31,6 +31,7 @@ VERSION = 1
 META_KEY = "__modelc__"
 PARAM_PREFIX = "param/"
 STATE_PREFIX = "state/"
+CALLBACK_PREFIX = "callback/"     # arrays a callback keeps (EarlyStopping's best weights): callback/<i>/<j>
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Checkpoint:
     params: dict[str, np.ndarray]
     state: dict[str, np.ndarray]
     meta: dict[str, Any]
+    callback_arrays: dict[str, np.ndarray]      # by "<callback index>/<array index>"
 
     @property
     def step(self) -> int:
@@ -45,10 +47,11 @@ class Checkpoint:
 
 
 def save(path: str | os.PathLike, params: dict[str, np.ndarray], state: dict[str, np.ndarray],
-         meta: dict[str, Any]) -> Path:
+         meta: dict[str, Any], callback_arrays: dict[str, np.ndarray] | None = None) -> Path:
     """Write a checkpoint atomically. `meta` gains the format name and version."""
     arrays = {PARAM_PREFIX + k: np.ascontiguousarray(v) for k, v in params.items()}
     arrays.update({STATE_PREFIX + k: np.ascontiguousarray(v) for k, v in state.items()})
+    arrays.update({CALLBACK_PREFIX + k: np.ascontiguousarray(v) for k, v in (callback_arrays or {}).items()})
     meta = {"format": FORMAT, "version": VERSION, **meta}
     arrays[META_KEY] = np.array(json.dumps(meta, sort_keys=True))
     return atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -102,14 +105,15 @@ def load(path: str | os.PathLike) -> Checkpoint:
             raise ModelcError(f"{where} is an .npz file but not a modelc checkpoint (it has no modelc metadata)",
                               hint=_WRITTEN_BY)
         for key in archive.members:
-            if key != META_KEY and not key.startswith((PARAM_PREFIX, STATE_PREFIX)):
+            if key != META_KEY and not key.startswith((PARAM_PREFIX, STATE_PREFIX, CALLBACK_PREFIX)):
                 raise ModelcError(f"{where} holds an array '{key[:80]}' that is no parameter or optimizer "
                                   "state: not a modelc checkpoint", hint=_WRITTEN_BY)
         meta = _meta(archive, where)
         arrays = {key: _finite32(archive.read(key), where, key) for key in archive.members if key != META_KEY}
     params = {k[len(PARAM_PREFIX):]: v for k, v in arrays.items() if k.startswith(PARAM_PREFIX)}
     state = {k[len(STATE_PREFIX):]: v for k, v in arrays.items() if k.startswith(STATE_PREFIX)}
-    return Checkpoint(params, state, meta)
+    kept = {k[len(CALLBACK_PREFIX):]: v for k, v in arrays.items() if k.startswith(CALLBACK_PREFIX)}
+    return Checkpoint(params, state, meta, kept)
 
 
 def _meta(archive: npyfile.Archive, where: str) -> dict[str, Any]:

@@ -160,9 +160,11 @@ def run(runner: EpochRunner, epochs: int, initial_epoch: int, shuffle: bool, cal
     logs = None
     for callback in callbacks:
         callback.on_train_begin()
-    for callback, state in zip(callbacks, callback_states or ()):
+    for callback, (state, arrays) in zip(callbacks, callback_states or ()):
         if state is not None:
             callback.set_state(state)
+        if arrays and hasattr(callback, "set_arrays"):
+            callback.set_arrays(arrays)
     snapshot = None
     try:
         for epoch in range(initial_epoch, epochs):

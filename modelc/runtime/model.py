@@ -195,8 +195,10 @@ class Model:
                 "history": json_safe(self.train_log),
                 "callbacks": {f"{i:03d}.{type(c).__name__}": json_safe(c.get_state())
                               for i, c in enumerate(self._callbacks)}}
+        kept = {f"{i:03d}/{j:03d}": a for i, c in enumerate(self._callbacks)
+                for j, a in enumerate(c.get_arrays() if hasattr(c, "get_arrays") else ())}
         return checkpoint.save(path, {p.value.name: params[p.value.name] for p in self.program.params},
-                               {s.name: state[s.name] for s in self.program.state}, meta)
+                               {s.name: state[s.name] for s in self.program.state}, meta, kept)
 
     def load_weights(self, path: str | os.PathLike) -> None:
         """Load a checkpoint written for this spec (by any target), and where its training stood."""
@@ -217,7 +219,11 @@ class Model:
         self.shuffle_seed = int(meta.get("shuffle_seed", self.seed))
         self.stop_training = bool(meta.get("stopped", False))
         self.train_log = [dict(r) for r in meta.get("history", [])]
-        self._callback_states = sorted(meta.get("callbacks", {}).items())
+        arrays: dict[str, list] = {}
+        for key in sorted(ck.callback_arrays):
+            arrays.setdefault(key.split("/")[0], []).append(ck.callback_arrays[key])
+        self._callback_states = [(key, state, arrays.get(key.split(".")[0], []))
+                                 for key, state in sorted(meta.get("callbacks", {}).items())]
 
     def warm_up(self) -> float:
         """Compile every graph now (or load its code from the cache), so that no epoch,
@@ -292,9 +298,9 @@ class Model:
     def _matching_states(self, callbacks) -> list:
         """The checkpoint's callback progress, when it was written by the same callbacks (used once)."""
         saved, self._callback_states = self._callback_states, []
-        if [key.split(".", 1)[1] for key, _ in saved] != [type(c).__name__ for c in callbacks]:
+        if [key.split(".", 1)[1] for key, _, _ in saved] != [type(c).__name__ for c in callbacks]:
             return []
-        return [state for _, state in saved]
+        return [(state, arrays) for _, state, arrays in saved]
 
     def evaluate(self, x, y, batch_size: int | None = None, verbose: int = 0, *, return_dict: bool = False):
         """Keras's evaluate: `[loss, *metrics]` as floats (the loss alone when there are no
