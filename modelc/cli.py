@@ -198,6 +198,13 @@ def cmd_train(args) -> int:
     from modelc.runtime import training
     model = _model(args, seed=None if args.resume else args.seed)
     training.check_static(model.program, model.settings)
+    if args.monitor is not None:
+        logged = training.logged_names(model.program.shown_names, model.settings)
+        if args.checkpoint is None:
+            raise ModelcError("--monitor chooses best.npz, so it goes with --checkpoint DIR")
+        if args.monitor not in logged:
+            raise ModelcError(f"--monitor {args.monitor}: this run does not log it",
+                              hint=f"it logs: {', '.join(logged)}")
     _check_train_outputs(args, model)
     initial_epoch = 0
     if args.resume:

@@ -421,3 +421,12 @@ def test_a_data_size_error_names_the_data_line(tmp_path, capsys):
     assert cli.main(["train", str(spec), "--target", "numpy", "-q"]) == 2
     err = capsys.readouterr().err
     assert "control.model:11:" in err and "GiB" in err and "Traceback" not in err
+
+
+def test_monitor_needs_a_checkpoint_folder_and_a_logged_value(tmp_path, capsys):
+    spec = write_spec(tmp_path)
+    assert cli.main(["train", str(spec), "--target", "numpy", "--monitor", "val_loss"]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    assert cli.main(["train", str(spec), "--target", "numpy", "--monitor", "val_auc",
+                     "--checkpoint", str(tmp_path / "ck")]) == 2
+    assert "it logs: loss, accuracy, val_loss, val_accuracy" in capsys.readouterr().err

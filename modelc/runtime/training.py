@@ -202,9 +202,14 @@ def _callbacks(setting: ast.Setting) -> list:
     return out
 
 
+def logged_names(result_names: list[str], train: TrainSettings) -> list[str]:
+    """What each epoch logs: the loss and metrics, and their val_ twins when there is validation."""
+    return list(result_names) + (["val_" + n for n in result_names] if train.validate != "none" else [])
+
+
 def _check_callbacks(spec: ast.Spec, result_names: list[str], train: TrainSettings) -> None:
     """Each callback's monitor must be a value the run logs."""
-    logged = list(result_names) + (["val_" + n for n in result_names] if train.validate != "none" else [])
+    logged = logged_names(result_names, train)
     for name, opts, call in train.callbacks:
         monitor = opts.get("monitor")
         if monitor is None or monitor in logged or (name == "checkpoint" and monitor is None):
