@@ -169,6 +169,8 @@ def _save_interrupted(args, model) -> None:
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)      # a second Ctrl-C must not cut the save
     try:
         model.save(path)
+        if args.history:
+            _history_writer(args)(model, interrupted=True)
     finally:
         signal.signal(signal.SIGINT, previous)
     _written.append(path)
@@ -177,19 +179,27 @@ def _save_interrupted(args, model) -> None:
           + (f" --target {args.target}" if args.target != "cpu" else ""), file=sys.stderr)
 
 
-def _write_outputs(args, model, result) -> None:
+def _history_writer(args):
+    """The `--history` file, rewritten after every epoch, so a stopped run leaves its curve behind."""
     from modelc.runtime.progress import History, write_history
+
+    def write(model, _epoch=None, _logs=None, **extra):
+        write_history(args.history, History(model.train_log), model=model.name, target=model.target, **extra)
+    return write
+
+
+def _write_outputs(args, model, result) -> None:
     if args.out:
         model.save(args.out)
         _written.append(args.out)
         _note(f"wrote weights to {args.out}", args.quiet)
     if args.history:
-        extra = {"model": model.name, "target": model.target}
+        extra = {}
         if result.test is not None:
             extra["test"] = result.test
         if result.history.diverged is not None:
             extra["diverged"] = str(result.history.diverged)
-        write_history(args.history, History(model.train_log), **extra)
+        _history_writer(args)(model, **extra)
         _written.append(args.history)
         _note(f"wrote history to {args.history}", args.quiet)
 
@@ -227,7 +237,8 @@ def cmd_train(args) -> int:
         result = model.train_from_spec(args.data, epochs=args.epochs, batch_size=args.batch,
                                        verbose=0 if args.quiet else 1, quiet_data=args.quiet,
                                        initial_epoch=initial_epoch, checkpoint_dir=args.checkpoint,
-                                       monitor=args.monitor)
+                                       monitor=args.monitor,
+                                       after_epoch=[_history_writer(args)] if args.history else [])
     except KeyboardInterrupt:
         _save_interrupted(args, model)
         return EXIT_INTERRUPTED
@@ -424,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative, help="override the spec's seed")
     data(p)
     p.add_argument("--out", metavar="WEIGHTS.npz", help="write the trained weights here")
-    p.add_argument("--history", metavar="FILE", help="write the per-epoch history here as JSON")
+    p.add_argument("--history", metavar="FILE", help="write the per-epoch history here, after every epoch: "
+                   "JSON, or CSV when FILE ends in .csv")
     p.add_argument("--checkpoint", metavar="DIR", help="write DIR/last.npz after every epoch and "
                    "DIR/best.npz when the monitored value is the best so far")
     p.add_argument("--monitor", metavar="NAME", help="what best.npz is chosen by (default: val_loss when "

@@ -194,7 +194,8 @@ def _popen(args, tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_keeps_the_last_finished_epoch_and_says_how_to_resume(tmp_path, sig):
     spec = write_spec(tmp_path, **{"epochs   20": "epochs   100000"})
-    proc = _popen(["train", spec, "--target", "numpy", "--out", tmp_path / "w.npz"], tmp_path)
+    proc = _popen(["train", spec, "--target", "numpy", "--out", tmp_path / "w.npz", "--history", tmp_path / "h.csv"],
+                  tmp_path)
     try:
         for _ in range(2):
             line = proc.stdout.readline()
@@ -212,6 +213,8 @@ def test_interrupt_keeps_the_last_finished_epoch_and_says_how_to_resume(tmp_path
     assert ck.meta["epoch"] >= 2 and len(ck.meta["history"]) == ck.meta["epoch"]
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
     assert cli.main(["eval", str(spec), "--weights", str(kept), "--target", "numpy", "-q"]) == 0
+    rows = list(csv.DictReader((tmp_path / "h.csv").open()))     # the curve so far, written as it went
+    assert len(rows) >= 2 and list(rows[0])[:2] == ["epoch", "loss"] and rows[0]["epoch"] == "1"
 
 
 def test_ctrl_c_while_starting_has_no_traceback(tmp_path):

@@ -364,11 +364,12 @@ class Model:
                         batch_size: int | None = None, seed: int | None = None, shuffle: bool | None = None,
                         verbose: int = 1, quiet_data: bool = False, splits=None, initial_epoch: int = 0,
                         callbacks: list | None = None, checkpoint_dir: str | None = None,
-                        monitor: str | None = None) -> TrainResult:
+                        monitor: str | None = None, after_epoch=()) -> TrainResult:
         """Run the spec's train section (data, batch, epochs, shuffle, seed, validate, callbacks),
         then evaluate on the source's test split. A `seed` before any training re-draws the
         weights. `callbacks` come after the spec's own; `checkpoint_dir` (and the value it
-        `monitor`s for best.npz) takes the place of the spec's checkpoint(dir=...)."""
+        `monitor`s for best.npz) takes the place of the spec's checkpoint(dir=...);
+        `after_epoch` hooks, (model, epoch, logs), run once each epoch is recorded."""
         self._need_training()
         settings = self.settings
         training.check_static(self.program, settings)
@@ -409,7 +410,7 @@ class Model:
                 raise SpecError(err.message, settings.positions["validate"], self.program.spec.source) from None
         shuffle = settings.shuffle if shuffle is None else shuffle
         history = self._fit(x, y, epochs, batch, val, shuffle, verbose, spec_callbacks + list(callbacks or ()),
-                            initial_epoch, True, folders)
+                            initial_epoch, True, folders + list(after_epoch))
         if history.diverged is not None:
             return TrainResult(history, None, None, None, 0, settings)
         test_results = self._evaluate(test[0], test[1], batch) if test is not None else None

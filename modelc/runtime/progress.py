@@ -68,10 +68,21 @@ def json_safe(value: Any) -> Any:
 
 
 def write_history(path: str | os.PathLike, history: History, **extra: Any) -> None:
-    """The history as JSON, {"epochs": [{"epoch": 1, "loss": ...}, ...]}, written atomically;
-    a value that is not finite is written as null, so the file is always valid JSON."""
+    """The history, written atomically: as JSON, {"epochs": [{"epoch": 1, "loss": ...}, ...], **extra}
+    (a value that is not finite is written as null, so the file is always valid JSON), or, for
+    a `.csv` path, one row per epoch (epoch, then every logged value, in the order first logged)."""
     from modelc.files import atomic_write
-    text = json.dumps(json_safe(history.to_dict(**extra)), indent=2, allow_nan=False) + "\n"
+    if str(path).lower().endswith(".csv"):
+        import csv
+        import io
+        names = list(dict.fromkeys(k for record in history.epochs for k in record))
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=names, lineterminator="\n", restval="")
+        writer.writeheader()
+        writer.writerows(json_safe(history.epochs))
+        text = out.getvalue()
+    else:
+        text = json.dumps(json_safe(history.to_dict(**extra)), indent=2, allow_nan=False) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
