@@ -1,6 +1,7 @@
 """Whether a run fits in memory, checked before anything is allocated.
 
-The estimate is conservative, not exact: the parameters and optimizer state,
+The estimate is conservative, not exact: the parameters and optimizer state
+(and the float64 draw of the largest parameter while the weights are made),
 every unbatched value of the largest graph the model has (gradients, sums),
 and every batched value of it (activations, their gradients, the batch's
 inputs and targets) times the batch, as if none shared memory (the cpu and
@@ -23,6 +24,8 @@ def _bytes(value) -> int:
 def _costs(program) -> tuple[int, int]:
     """(bytes that do not depend on the batch, bytes per sample) of the largest graph."""
     weights = sum(_bytes(p.value) for p in program.params) + sum(_bytes(s) for s in program.state)
+    # the weights are drawn in float64, one tensor at a time, then cast: the largest one twice over
+    weights += 2 * max((_bytes(p.value) for p in program.params), default=0)
     fixed = per_sample = 0
     for graph in (program.train, program.evaluate, program.predict):
         if graph is None:
