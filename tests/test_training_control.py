@@ -433,3 +433,15 @@ def test_monitor_needs_a_checkpoint_folder_and_a_logged_value(tmp_path, capsys):
     assert cli.main(["train", str(spec), "--target", "numpy", "--monitor", "val_auc",
                      "--checkpoint", str(tmp_path / "ck")]) == 2
     assert "it logs: loss, accuracy, val_loss, val_accuracy" in capsys.readouterr().err
+
+
+def test_a_long_run_s_checkpoint_loads(tmp_path):
+    """The history travels in the metadata: 20,000 epochs of it must still load."""
+    model = modelc.compile(spec_text(), "numpy")
+    model.train_log = [{"epoch": e + 1, "loss": 0.5, "accuracy": 0.75, "val_loss": 0.625, "val_accuracy": 0.5,
+                        "seconds": 0.0123456789} for e in range(20000)]
+    model.epochs_done = 20000
+    model.save(tmp_path / "long.npz")
+    again = modelc.compile(spec_text(), "numpy")
+    again.load_weights(tmp_path / "long.npz")
+    assert again.epochs_done == 20000 and len(again.train_log) == 20000

@@ -376,6 +376,8 @@ class CheckpointFolder(_Monitor):
         self.chosen = monitor is not None
         self.last_path = os.path.join(self.folder, "last.npz")
         self.best_path = os.path.join(self.folder, "best.npz")
+        self.best: float | None = None
+        self.started = False
 
     def prepare(self) -> None:
         try:
@@ -392,10 +394,13 @@ class CheckpointFolder(_Monitor):
     def __call__(self, model, epoch: int, logs) -> None:
         if not self.chosen:
             self.monitor = "val_loss" if "val_loss" in logs else "loss"
+        if not self.started:        # once: the best of the epochs before (a resumed run's too)
+            self.best, self.started = self._best_so_far(model.train_log[:-1]), True
         current = self._current(logs)
-        best = self._best_so_far(model.train_log[:-1])
         model.save(self.last_path)
-        if current is not None and (best is None or (current > best if self._better_is_higher() else current < best)):
+        higher = self._better_is_higher()
+        if current is not None and (self.best is None or (current > self.best if higher else current < self.best)):
+            self.best = current
             model.save(self.best_path)
 
 

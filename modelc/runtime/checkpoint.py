@@ -58,7 +58,7 @@ def save(path: str | os.PathLike, params: dict[str, np.ndarray], state: dict[str
 
 
 _WRITTEN_BY = "checkpoints are written by 'modelc train --out' or model.save()"
-MAX_META_BYTES = 1 << 20      # the metadata is a few hundred bytes of JSON; a history of many epochs fits
+MAX_META_BYTES = 1 << 28      # as UTF-32 text: the history of some 400,000 epochs (and a callback's rows) fits
 MAX_COUNT = 1 << 53           # the largest step, epoch or seed a checkpoint may hold (exact in float64)
 
 
