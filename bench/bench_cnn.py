@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:   # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
-from benchlib import append_report, blas_info, median_after_first, peak_mb  # noqa: E402 - bench/ is the script's own folder
+from benchlib import append_report, blas_info, median_after_first, peak_mb, torch_epochs  # noqa: E402 - bench/ is the script's own folder
 SPEC = ROOT / "specs" / "mnist_cnn.model"
 TRAIN_SAMPLES = 60000
 COLUMNS = ("modelc", "torch", "floor", "startup")
@@ -113,27 +113,10 @@ def worker_torch(args) -> dict:
         torch.nn.Conv2d(32, 64, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(1600, 10))
     assert sum(p.numel() for p in model.parameters()) == 34826
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.001, eps=1e-7)
-    loss_fn = torch.nn.CrossEntropyLoss()       # softmax + categorical cross-entropy on one-hot rows
     xs = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-    ys = torch.from_numpy(y)
-    generator = torch.Generator().manual_seed(0)
-    seconds, losses = [], []
-    model.train()
-    for _ in range(args.epochs):
-        t0 = time.perf_counter()
-        order = torch.randperm(len(xs), generator=generator)
-        total = 0.0
-        for s in range(0, len(xs), args.batch):
-            idx = order[s:s + args.batch]
-            optimizer.zero_grad()
-            loss = loss_fn(model(xs[idx]), ys[idx])
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-        seconds.append(time.perf_counter() - t0)
-        losses.append(round(total / len(xs), 4))
-    model.eval()
+    ys = torch.from_numpy(y)                    # one-hot rows: cross-entropy takes class probabilities
+    seconds, losses = torch_epochs(model, xs, ys, args.epochs, args.batch,
+                                   generator=torch.Generator().manual_seed(0), track_loss=True)
     with torch.no_grad():
         out = torch.cat([model(torch.from_numpy(xt[i:i + 1024]).permute(0, 3, 1, 2))
                          for i in range(0, len(xt), 1024)])

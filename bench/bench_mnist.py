@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:   # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
-from benchlib import append_report, blas_info, median_after_first, peak_mb  # noqa: E402 - bench/ is the script's own folder
+from benchlib import append_report, blas_info, median_after_first, peak_mb, torch_epochs  # noqa: E402 - bench/ is the script's own folder
 SPEC = ROOT / "specs" / "mnist.model"
 
 
@@ -127,20 +127,8 @@ def worker_torch(args) -> dict:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(784, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
                                 torch.nn.ReLU(), torch.nn.Linear(64, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.001, eps=1e-7)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    xs, ys = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-    seconds = []
-    for epoch in range(args.epochs):
-        t0 = time.perf_counter()
-        order = torch.randperm(len(xs))
-        for s in range(0, len(xs), args.batch):
-            idx = order[s:s + args.batch]
-            optimizer.zero_grad()
-            loss = loss_fn(model(xs[idx]), ys[idx])
-            loss.backward()
-            optimizer.step()
-        seconds.append(time.perf_counter() - t0)
+    seconds, _ = torch_epochs(model, torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)), args.epochs,
+                              args.batch)
     with torch.no_grad():
         accuracy = float((model(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
     return {"epoch_s": seconds, "accuracy": accuracy, "peak_mb": peak_mb(),
