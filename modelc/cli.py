@@ -123,8 +123,8 @@ def _data_files(model) -> list[tuple[str, str]]:
     bound = model.settings.data
     if bound is None:
         return []
-    base = model.base_dir or "."
-    return [(f"the data file of {bound}", os.path.join(base, os.path.expanduser(bound.options[key])))
+    from modelc.files import spec_relative
+    return [(f"the data file of {bound}", str(spec_relative(bound.options[key], model.base_dir)))
             for key in ("path", "test") if isinstance(bound.options.get(key), str)]
 
 

@@ -26,6 +26,15 @@ def cache_root() -> Path:
     return base / "modelc"
 
 
+def spec_relative(path: str, base_dir: Union[str, os.PathLike, None]) -> Path:
+    """A path a spec names (a data file, a callback's file): `~` expanded, and a relative one taken
+    from the spec's folder `base_dir` (when the spec came from a file), not from where modelc runs."""
+    p = Path(os.path.expanduser(path))
+    if not p.is_absolute() and base_dir:
+        p = Path(base_dir) / p
+    return p
+
+
 def file_problem(path: Union[str, os.PathLike]) -> str | None:
     """Why `path` is not a regular file one can read or replace ("not found", "is a directory",
     "is a named pipe (FIFO)", ...), or None when it is one. Asked before opening, so a FIFO

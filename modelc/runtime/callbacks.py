@@ -111,6 +111,14 @@ class _Monitor(Callback):
                               hint="pass mode='max' or mode='min'")
         return metric.direction == "up"
 
+    def _beats(self, value: float, reference: float | None, margin: float = 0.0) -> bool:
+        """Whether `value` is better than `reference` (None: nothing yet) by more than `margin`."""
+        if reference is None:
+            return True
+        if self._better_is_higher():
+            return value - margin > reference
+        return value + margin < reference
+
     def _current(self, logs) -> float | None:
         value = (logs or {}).get(self.monitor)
         if value is None:
@@ -136,13 +144,6 @@ class EarlyStopping(_Monitor):
         self.best = None
         self.best_weights = None
 
-    def _improved(self, value, reference) -> bool:
-        if reference is None:
-            return True
-        if self._better_is_higher():
-            return value - self.min_delta > reference
-        return value + self.min_delta < reference
-
     def on_train_begin(self, logs=None):
         self._better_is_higher()        # an unknown direction is an error now, not after an epoch
         self.wait = self.stopped_epoch = self.best_epoch = 0   # as Keras, `best` outlives a fit
@@ -156,11 +157,11 @@ class EarlyStopping(_Monitor):
             self.best_weights = self.model.get_weights()
             self.best_epoch = epoch
         self.wait += 1
-        if self._improved(current, self.best):
+        if self._beats(current, self.best, self.min_delta):
             self.best, self.best_epoch = current, epoch
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
-            if self.baseline is None or self._improved(current, self.baseline):
+            if self.baseline is None or self._beats(current, self.baseline, self.min_delta):
                 self.wait = 0
             return
         if self.wait >= self.patience and epoch > 0:
@@ -214,6 +215,8 @@ class ReduceLROnPlateau(_Monitor):
         return self.mode == "max" or (self.mode == "auto" and "acc" in self.monitor)
 
     def _improved(self, value) -> bool:
+        """Keras 3 moves the best, not the value, by min_delta here (unlike EarlyStopping's `_beats`);
+        the two round differently, so each keeps its own form."""
         if self.best is None:
             return True
         if self._better_is_higher():
@@ -297,8 +300,7 @@ class ModelCheckpoint(_Monitor):
         current = self._current(logs)
         if current is None:
             return
-        higher = self._better_is_higher()
-        if self.best is None or (current > self.best if higher else current < self.best):
+        if self._beats(current, self.best):
             if self.verbose > 0:
                 before = "inf" if self.best is None else f"{self.best:.5f}"
                 _say(f"Epoch {epoch + 1}: {self.monitor} improved from {before} to {current:.5f}, "
@@ -398,8 +400,7 @@ class CheckpointFolder(_Monitor):
             self.best, self.started = self._best_so_far(model.train_log[:-1]), True
         current = self._current(logs)
         model.save(self.last_path)
-        higher = self._better_is_higher()
-        if current is not None and (self.best is None or (current > self.best if higher else current < self.best)):
+        if current is not None and self._beats(current, self.best):
             self.best = current
             model.save(self.best_path)
 

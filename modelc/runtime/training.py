@@ -13,11 +13,11 @@ from __future__ import annotations
 import inspect
 import math
 import operator
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelc.errors import ModelcError, SpecError, did_you_mean, unknown
+from modelc.files import spec_relative
 from modelc.grammar import ast
 
 # Keras's fit() defaults, used when the spec leaves a setting out.
@@ -229,8 +229,8 @@ def make_callbacks(train: TrainSettings, spec: ast.Spec, base_dir: str | None) -
     for name, opts, call in train.callbacks:
         opts = dict(opts)
         for key in _PATH_OPTIONS:
-            if key in opts and base_dir is not None:
-                opts[key] = os.path.join(base_dir, os.path.expanduser(opts[key]))
+            if key in opts:
+                opts[key] = str(spec_relative(opts[key], base_dir))
         try:
             out.append(SPEC_CALLBACKS[name](**opts))
         except ModelcError as err:
@@ -244,8 +244,7 @@ def output_paths(train: TrainSettings, base_dir: str | None) -> list[tuple[str, 
     for name, opts, _ in train.callbacks:
         for key in _PATH_OPTIONS:
             if key in opts:
-                path = os.path.join(base_dir or ".", os.path.expanduser(opts[key]))
-                out.append((f"{name}({key}=...)", path))
+                out.append((f"{name}({key}=...)", str(spec_relative(opts[key], base_dir))))
     return out
 
 

@@ -6,7 +6,6 @@ indices or float32 targets, so the compiled model never has to guess.
 """
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from modelc.arrays import check_labels, check_size, first_bad
 from modelc.errors import ModelcError, SpecError
+from modelc.files import spec_relative
 from modelc.grammar import ast
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -70,10 +70,7 @@ class LoadContext:
 
     def resolve(self, path: str) -> Path:
         """Relative paths are relative to the spec's folder, not to where modelc runs."""
-        p = Path(os.path.expanduser(path))
-        if not p.is_absolute() and self.base_dir:
-            p = Path(self.base_dir) / p
-        return p
+        return spec_relative(path, self.base_dir)
 
     def arg_pos(self, name: str) -> ast.Pos:
         return arg_pos(self.call, self.params, name)
