@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     data(p)
     p.add_argument("--out", metavar="WEIGHTS.npz", help="write the trained weights here")
     p.add_argument("--history", metavar="FILE", help="write the per-epoch history here, after every epoch: "
-                   "JSON, or CSV when FILE ends in .csv")
+                   "JSON, or CSV (Keras's CSVLogger layout) when FILE ends in .csv")
     p.add_argument("--checkpoint", metavar="DIR", help="write DIR/last.npz after every epoch and "
                    "DIR/best.npz when the monitored value is the best so far")
     p.add_argument("--monitor", metavar="NAME", help="what best.npz is chosen by (default: val_loss when "

@@ -13,9 +13,7 @@ classes from their signatures: the defaults below are the only ones.
 """
 from __future__ import annotations
 
-import csv
 import inspect
-import io
 import math
 import os
 import sys
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from modelc.errors import ModelcError
+from modelc.runtime.progress import csv_text
 
 BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
                "on_test_batch_begin", "on_test_batch_end", "on_predict_batch_begin", "on_predict_batch_end",
@@ -349,13 +348,7 @@ class CSVLogger(Callback):
         if self.keys is None:
             self.keys = sorted(logs)
         self.rows.append({"epoch": epoch, **{k: logs.get(k, "NA") for k in self.keys}})
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["epoch"] + self.keys, delimiter=self.separator,
-                                lineterminator="\n")
-        if not self.kept:
-            writer.writeheader()
-        writer.writerows(self.rows)
-        text = self.kept + out.getvalue()
+        text = self.kept + csv_text(self.rows, self.keys, self.separator, header=not self.kept)
         atomic_write(self.filename, text.encode("utf-8"))
 
     def get_state(self):

@@ -67,20 +67,29 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def csv_text(rows: list[dict[str, Any]], keys: list[str], separator: str = ",", header: bool = True) -> str:
+    """Rows in Keras's CSVLogger layout: `epoch` (0-based, as the rows hold it), then `keys`; a
+    value a row lacks is "NA", as Keras writes it for a run that stopped before validating."""
+    import csv
+    import io
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["epoch"] + keys, delimiter=separator, lineterminator="\n",
+                            restval="NA", extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
 def write_history(path: str | os.PathLike, history: History, **extra: Any) -> None:
     """The history, written atomically: as JSON, {"epochs": [{"epoch": 1, "loss": ...}, ...], **extra}
     (a value that is not finite is written as null, so the file is always valid JSON), or, for
-    a `.csv` path, one row per epoch (epoch, then every logged value, in the order first logged)."""
+    a `.csv` path, as Keras's CSVLogger writes it (the 0-based epoch, then the logs sorted by name;
+    the seconds an epoch took are only in the JSON)."""
     from modelc.files import atomic_write
     if str(path).lower().endswith(".csv"):
-        import csv
-        import io
-        names = list(dict.fromkeys(k for record in history.epochs for k in record))
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=names, lineterminator="\n", restval="")
-        writer.writeheader()
-        writer.writerows(json_safe(history.epochs))
-        text = out.getvalue()
+        keys = sorted({k for record in history.epochs for k in record} - {"epoch", "seconds"})
+        text = csv_text([{**r, "epoch": r["epoch"] - 1} for r in history.epochs], keys)
     else:
         text = json.dumps(json_safe(history.to_dict(**extra)), indent=2, allow_nan=False) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
