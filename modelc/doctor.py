@@ -1,4 +1,4 @@
-"""`modelc doctor`: what the cuda target can find on this machine.
+"""`modelc doctor`: what the cuda target can find on this machine, and which optional extras.
 
 A GPU run needs four things that fail in different ways: numba-cuda, the CUDA
 compiler libraries (NVVM and libdevice to make PTX, nvJitLink to link it), the
@@ -83,6 +83,22 @@ def ptx_check(arch: tuple[int, int] = (8, 0)) -> tuple[bool, str]:
     return True, f"ok ({target} test kernel in {time.perf_counter() - start:.2f} s)"
 
 
+def _extras() -> list[tuple[str, str]]:
+    """Each optional extra: its packages' versions, or how to install them."""
+    from modelc.extras import EXTRAS, missing
+    rows = []
+    for extra, packages in EXTRAS.items():
+        absent = missing(extra)
+        found = ", ".join(f"{name} {_version(name)}" for name in packages if name not in absent)
+        rows.append((f"[{extra}]", found if not absent else
+                     (found + "; " if found else "") + f"missing {', '.join(absent)}: pip install 'modelc[{extra}]'"))
+    import shutil
+    dot = shutil.which("dot")
+    rows.append(("graphviz", f"dot at {dot} (modelc plot to .svg/.png/.pdf)" if dot else
+                 "dot not found: modelc plot writes .dot only (apt install graphviz)"))
+    return rows
+
+
 def report() -> str:
     rows: list[tuple[str, str]] = [
         ("python", f"{platform.python_version()} ({sys.executable})"),
@@ -90,6 +106,7 @@ def report() -> str:
         ("numba", _version("numba") or "not installed"),
         ("numba-cuda", _version("numba-cuda") or "not installed"),
         ("cuda-bindings", _version("cuda-bindings") or "not installed"),
+        *_extras(),
         ("simulator", "on (NUMBA_ENABLE_CUDASIM=1)" if simulator_enabled() else "off"),
     ]
     ok, reason = cuda_available()
