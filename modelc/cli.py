@@ -13,19 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
+from modelc.cli_common import load_model, load_program, note
+from modelc.cli_models import check_plot_flag, draw_curves, register
 from modelc.errors import ModelcError
 
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 _written: list[str] = []     # files this run has finished writing, for the Ctrl-C message
-
-
-def _note(message: str, quiet: bool = False) -> None:
-    if not quiet:
-        print(f"modelc: {message}", file=sys.stderr, flush=True)
 
 
 def _whole(minimum: int):
@@ -55,24 +51,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _program(path: str):
-    """Parse and build a spec file (every graph, every shape check)."""
-    from modelc.compiler.build import build_program
-    from modelc.grammar.parser import parse_file
-    return build_program(parse_file(path))
-
-
-def _model(args, seed: int | None = None, program=None):
-    from modelc.runtime.model import Model
-    program = program or _program(args.spec)
-    start = time.perf_counter()
-    model = Model(program, args.target, seed=seed, data_dir=getattr(args, "data", None),
-                  base_dir=os.path.dirname(os.path.abspath(args.spec)))
-    _note(f"{program.name} on {args.target}: {model.count_params():,} parameters, ready in "
-          f"{time.perf_counter() - start:.2f}s", getattr(args, "quiet", False))
-    return model
-
-
 def _print_results(label: str, results: dict[str, float]) -> None:
     from modelc.runtime.progress import format_value
     for key, value in results.items():
@@ -87,7 +65,7 @@ def cmd_check(args) -> int:
     failed = 0
     for path in args.specs:
         try:
-            program = _program(path)
+            program = load_program(path)
             training.check_static(program, training.settings(program.spec))
         except ModelcError as err:
             print(str(err), file=sys.stderr)
@@ -99,13 +77,13 @@ def cmd_check(args) -> int:
 
 def cmd_summary(args) -> int:
     from modelc.runtime.summary import summarize
-    print(summarize(_program(args.spec)))
+    print(summarize(load_program(args.spec)))
     return EXIT_OK
 
 
 def cmd_ir(args) -> int:
     from modelc.compiler.ir import format_graph
-    program = _program(args.spec)
+    program = load_program(args.spec)
     if args.train or args.eval:
         graph = program.train if args.train else program.evaluate
         if graph is None:
@@ -133,8 +111,8 @@ def _check_train_outputs(args, model) -> None:
     from modelc.outputs import check_folder, check_outputs
     from modelc.runtime.training import output_paths
     inputs = [("the spec", args.spec)] + _data_files(model)
-    outputs = [(flag, path) for flag, path in (("--out", args.out), ("--history", args.history))
-               if path is not None]
+    outputs = [(flag, path) for flag, path in (("--out", args.out), ("--history", args.history),
+                                               ("--plot", args.plot)) if path is not None]
     spec_outputs = output_paths(model.settings, model.base_dir)
     folders = [(what, path) for what, path in spec_outputs if what.startswith("checkpoint(")]
     outputs += [(what, path) for what, path in spec_outputs if not what.startswith("checkpoint(")]
@@ -171,6 +149,8 @@ def _save_interrupted(args, model) -> None:
         model.save(path)
         if args.history:
             _history_writer(args)(model, interrupted=True)
+        if args.plot:
+            draw_curves(args, model)
     finally:
         signal.signal(signal.SIGINT, previous)
     _written.append(path)
@@ -192,7 +172,7 @@ def _write_outputs(args, model, result) -> None:
     if args.out:
         model.save(args.out)
         _written.append(args.out)
-        _note(f"wrote weights to {args.out}", args.quiet)
+        note(f"wrote weights to {args.out}", args.quiet)
     if args.history:
         extra = {}
         if result.test is not None:
@@ -201,12 +181,16 @@ def _write_outputs(args, model, result) -> None:
             extra["diverged"] = str(result.history.diverged)
         _history_writer(args)(model, **extra)
         _written.append(args.history)
-        _note(f"wrote history to {args.history}", args.quiet)
+        note(f"wrote history to {args.history}", args.quiet)
+    if args.plot and model.train_log:
+        draw_curves(args, model, test=result.test)
+        _written.append(args.plot)
+        note(f"drew the training curves in {args.plot}", args.quiet)
 
 
 def cmd_train(args) -> int:
     from modelc.runtime import training
-    model = _model(args, seed=None if args.resume else args.seed)
+    model = load_model(args, seed=None if args.resume else args.seed)
     training.check_static(model.program, model.settings)
     if args.monitor is not None:
         logged = training.logged_names(model.program.shown_names, model.settings)
@@ -216,6 +200,7 @@ def cmd_train(args) -> int:
             raise ModelcError(f"--monitor {args.monitor}: this run does not log it",
                               hint=f"it logs: {', '.join(logged)}")
     _check_train_outputs(args, model)
+    check_plot_flag(args)
     initial_epoch = 0
     if args.resume:
         model.load_weights(args.resume)
@@ -225,13 +210,13 @@ def cmd_train(args) -> int:
                               hint="leave --seed out when resuming")
         epochs = args.epochs or model.settings.epochs
         if model.stop_training:
-            _note(f"{args.resume} stopped early after epoch {initial_epoch}; there is nothing to resume", args.quiet)
+            note(f"{args.resume} stopped early after epoch {initial_epoch}; there is nothing to resume", args.quiet)
             initial_epoch = epochs = max(initial_epoch, 1)
         elif initial_epoch >= epochs:
-            _note(f"{args.resume} has already trained {initial_epoch} of {epochs} epochs", args.quiet)
+            note(f"{args.resume} has already trained {initial_epoch} of {epochs} epochs", args.quiet)
             epochs = initial_epoch
         else:
-            _note(f"resuming from {args.resume}: epoch {initial_epoch + 1} of {epochs}", args.quiet)
+            note(f"resuming from {args.resume}: epoch {initial_epoch + 1} of {epochs}", args.quiet)
         args.epochs = epochs
     try:
         result = model.train_from_spec(args.data, epochs=args.epochs, batch_size=args.batch,
@@ -285,12 +270,12 @@ def _evaluation_split(model, splits):
 
 
 def cmd_eval(args) -> int:
-    model = _model(args)
+    model = load_model(args)
     model.load_weights(args.weights)
     splits = model.load_splits(args.data, quiet=args.quiet)
     x, y, what = _evaluation_split(model, splits)
     results = model.evaluate(x, y, batch_size=args.batch, return_dict=True)
-    _note(f"evaluated on {what} ({len(x):,} samples)", args.quiet)
+    note(f"evaluated on {what} ({len(x):,} samples)", args.quiet)
     _print_results("", results)
     return EXIT_OK
 
@@ -318,7 +303,7 @@ def cmd_predict(args) -> int:
         from modelc.outputs import check_outputs
         check_outputs([("--output", args.output)], [("the spec", args.spec), ("the weights file", args.weights),
                                                     ("the input file", args.input)])
-    model = _model(args)
+    model = load_model(args)
     model.load_weights(args.weights)
     x = _load_npy(args.input)
     if tuple(x.shape) == tuple(model.program.input.shape[1:]):
@@ -353,7 +338,7 @@ def cmd_predict(args) -> int:
 def cmd_verify(args) -> int:
     from modelc.runtime.verify import verify
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    report = verify(_program(args.spec), targets, steps=args.steps, batch=args.batch, seed=args.seed,
+    report = verify(load_program(args.spec), targets, steps=args.steps, batch=args.batch, seed=args.seed,
                     rtol=args.tolerance, data_dir=args.data, quiet=args.quiet,
                     base_dir=os.path.dirname(os.path.abspath(args.spec)))
     print(report.text())
@@ -361,7 +346,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    program = _program(args.spec)
+    program = load_program(args.spec)
     if args.emit_ptx:
         if args.target != "cuda":
             raise ModelcError("--emit-ptx needs --target cuda")
@@ -377,7 +362,7 @@ def cmd_compile(args) -> int:
         return EXIT_OK
     if args.arch:
         raise ModelcError("--arch goes with --emit-ptx DIR")
-    model = _model(args, program=program)
+    model = load_model(args, program=program)
     seconds = model.warm_up()
     print(f"ok: {args.spec} compiled for {args.target} in {seconds:.2f}s")
     return EXIT_OK
@@ -437,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="WEIGHTS.npz", help="write the trained weights here")
     p.add_argument("--history", metavar="FILE", help="write the per-epoch history here, after every epoch: "
                    "JSON, or CSV (Keras's CSVLogger layout) when FILE ends in .csv")
+    p.add_argument("--plot", metavar="CURVES.png", help="draw loss and metrics per epoch (training against "
+                   "validation) when training ends (.png, .svg or .pdf; needs matplotlib)")
     p.add_argument("--checkpoint", metavar="DIR", help="write DIR/last.npz after every epoch and "
                    "DIR/best.npz when the monitored value is the best so far")
     p.add_argument("--monitor", metavar="NAME", help="what best.npz is chosen by (default: val_loss when "
@@ -480,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emit-ptx", metavar="DIR", help="write the cuda kernels' PTX to DIR")
     p.add_argument("--arch", help="GPU architecture for --emit-ptx, e.g. sm_90")
 
-    add("doctor", cmd_doctor, "report what modelc finds on this machine (CPU, GPU, CUDA)")
+    register(add, target)
+    add("doctor", cmd_doctor, "report what modelc finds on this machine (CPU, GPU, CUDA, the optional extras)")
     return parser
 
 
