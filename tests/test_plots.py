@@ -89,7 +89,7 @@ def test_functional_joins_are_edges():
 def odd_program():
     """functional.model with a layer name no spec allows: quotes, a backslash, HTML's specials."""
     program = copy.copy(program_of("functional"))
-    odd = 'a<b>&"c\\'
+    odd = 'a<b>&"c\'d\\'
     program.layers = [replace(layer, name=odd if layer.name == "hidden2" else layer.name,
                               inputs=[odd if s == "hidden2" else s for s in layer.inputs])
                       for layer in program.layers]
@@ -101,7 +101,7 @@ def test_labels_and_names_are_escaped():
     text = network.to_dot(program)
     nodes, edges = parse_dot(text)
     assert odd in nodes and (odd, "joined") in edges and ("hidden1", odd) in edges
-    assert "<b>a&lt;b&gt;&amp;&quot;c\\</b> (Dense)" in nodes[odd]
+    assert "<b>a&lt;b&gt;&amp;&quot;c&#x27;d\\</b> (Dense)" in nodes[odd]
     if HAS_DOT:          # and Graphviz reads it as meant
         svg = ET.fromstring(network._render(text, "svg", "odd.svg"))
         texts = "".join(t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}text"))
@@ -248,7 +248,7 @@ def test_histories_written_by_a_run_read_back(tmp_path):
     write_history(tmp_path / "h.json", history, model=model.name, target=model.target, test=test)
 
     from_json = curves.read_history(tmp_path / "h.json")
-    assert from_json.title == "tiny (numpy)"
+    assert from_json.title == "tiny (numpy)" == curves.curve_title(model.name, model.target)
     assert from_json.test == pytest.approx(test)
     assert [r["epoch"] for r in from_json.rows] == [1, 2, 3, 4]
     for got, want in zip(from_json.rows, history.epochs):

@@ -53,6 +53,13 @@ def _matplotlib():
     return Figure, FigureCanvasAgg, MaxNLocator
 
 
+def curve_title(model: str | None, target: str | None = None) -> str | None:
+    """The curves' title: the model's name, and the target it trained on: `blobs (numpy)`."""
+    if not model:
+        return None
+    return f"{model} ({target})" if target else model
+
+
 def _number(value: Any, where: str, path) -> float:
     """A logged value as a float: None, "", "NA" and anything not finite are NaN."""
     if value is None or (isinstance(value, str) and value.strip() in ("", "NA")):
@@ -94,8 +101,7 @@ def _from_json(text: str, path) -> Recorded:
                 raise ModelcError(f"cannot read '{path}': epochs[{i}] is not an object", hint=f"give {_ACCEPTED}")
             epoch = _epoch(record["epoch"], f"epochs[{i}] 'epoch'", path) if "epoch" in record else i + 1
             rows.append(_row(record, epoch, f"epochs[{i}]", path))
-        head = [str(data[k]) for k in ("model", "target") if isinstance(data.get(k), str)]
-        title = head[0] + (f" ({head[1]})" if len(head) > 1 else "") if head else None
+        title = curve_title(*(data.get(k) if isinstance(data.get(k), str) else None for k in ("model", "target")))
         test = data.get("test")
         test = {str(k): _number(v, f"test '{k}'", path) for k, v in test.items()} if isinstance(test, dict) else None
         return Recorded(rows, title, test)
@@ -193,7 +199,7 @@ def draw(rows: list[dict[str, float]], path, title: str | None = None,
     width, height = SINGLE_INCHES if columns == 1 else (PANEL_INCHES[0] * columns, PANEL_INCHES[1] * lines)
     fig = Figure(figsize=(width, height + (TITLE_INCHES if title else 0)), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    epochs = [row["epoch"] for row in rows]
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(rows)]
     pad = max(0.5, 0.03 * (max(epochs) - min(epochs)))      # every panel the same epochs, one alone centred
     axes = fig.subplots(lines, columns, squeeze=False).flat
     for ax, name in zip(axes, names):
