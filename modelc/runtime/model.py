@@ -200,6 +200,12 @@ class Model:
         return checkpoint.save(path, {p.value.name: params[p.value.name] for p in self.program.params},
                                {s.name: state[s.name] for s in self.program.state}, meta, kept)
 
+    def export_onnx(self, path: str | os.PathLike, opset: int | None = None) -> int:
+        """Write the inference graph with the current weights as an ONNX model (atomically; it takes
+        and gives arrays as `predict` does); returns the opset used (default 17, any of 13..28)."""
+        from modelc.compiler.codegen.onnx_export import export
+        return export(self.program, self.named_weights(), path, opset)
+
     def load_weights(self, path: str | os.PathLike) -> None:
         """Load a checkpoint written for this spec (by any target), and where its training stood."""
         ck = checkpoint.load(path)
