@@ -202,7 +202,7 @@ class Model:
 
     def export_onnx(self, path: str | os.PathLike, opset: int | None = None) -> int:
         """Write the inference graph with the current weights as an ONNX model (atomically; it takes
-        and gives arrays as `predict` does); returns the opset used (default 17, any of 13..28)."""
+        and gives arrays as `predict` does); returns the opset used (`onnx_export.check_opset` says which)."""
         from modelc.compiler.codegen.onnx_export import export
         return export(self.program, self.named_weights(), path, opset)
 
