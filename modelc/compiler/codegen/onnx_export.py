@@ -17,6 +17,7 @@ import numpy as np
 from modelc import __version__
 from modelc.compiler.ir import BATCH, Graph
 from modelc.errors import ModelcError
+from modelc.extras import require
 from modelc.files import atomic_write
 
 MIN_OPSET = 13        # from opset 13 on, Softmax and LogSoftmax normalize one axis (before: flattened ones)
@@ -27,7 +28,6 @@ DEFAULT_OPSET = 17    # run by onnxruntime 1.13 and later, and by most other ONN
 BATCH_AXIS = "batch"  # the name of the symbolic batch dimension of the input and the output
 # protobuf refuses a message of 2 GiB or more: weights beyond that would need ONNX's external data
 MAX_MODEL_BYTES = 2 ** 31 - 1
-INSTALL_HINT = "pip install 'modelc[onnx]'"
 
 
 def check_opset(opset: int | None) -> int:
@@ -42,15 +42,13 @@ def check_opset(opset: int | None) -> int:
 
 
 def _require_onnx(opset: int):
-    try:
-        import onnx
-    except ImportError:
-        raise ModelcError("exporting to ONNX needs the 'onnx' package, which is not installed",
-                          hint=INSTALL_HINT) from None
+    """The onnx package (the `onnx` extra's), if it is installed and knows `opset`."""
+    require("onnx", "exporting to ONNX", ("onnx",))
+    import onnx
     known = onnx.defs.onnx_opset_version()
     if opset > known:
         raise ModelcError(f"the installed onnx {onnx.__version__} knows opsets up to {known}, not {opset}",
-                          hint=f"choose an opset up to {known}, or upgrade it: pip install -U 'modelc[onnx]'")
+                          hint=f"choose an opset up to {known}, or upgrade the onnx package")
     return onnx
 
 

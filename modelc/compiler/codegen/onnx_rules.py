@@ -36,6 +36,7 @@ NCHW = "nchw"                 # channels first: how ONNX's Conv and pooling take
 _TO_NCHW = (0, 3, 1, 2)       # NHWC -> NCHW
 _TO_MODELC = (0, 2, 3, 1)     # NCHW -> NHWC
 REDUCE_AXES_AS_INPUT = 18     # the opset from which ReduceMean takes its axes as an input
+_BUG = "this is a bug in modelc's ONNX exporter; please report it"
 
 
 def _permutation(layout: str, rank: int) -> tuple[int, ...]:
@@ -126,7 +127,10 @@ class Builder:
         return self.tensor(value, MODELC)
 
     def _known(self, value: Value) -> dict[str, str]:
-        if value.id not in self._tensors and value.id in self._params:
+        if value.id not in self._tensors:
+            if value.id not in self._params:
+                raise ModelcError(f"ONNX export: '{value.name}' is read, but the rule of the op making it "
+                                  "made no ONNX tensor for it", hint=_BUG)
             self._tensors[value.id] = {MODELC: self.initializer(self.weight(value), value.name)}
             self._made[value.id] = MODELC
         return self._tensors[value.id]
@@ -137,8 +141,7 @@ class Builder:
         """The float32 array of a weight (a parameter or a moving statistic)."""
         if value.id not in self._params:
             raise ModelcError(f"ONNX export: '{value.name}' is computed, but the exporter takes it as a "
-                              "weight of the model (a kernel, bias or statistic)",
-                              hint="this is a bug in modelc's ONNX exporter; please report it")
+                              "weight of the model (a kernel, bias or statistic)", hint=_BUG)
         return np.asarray(self._params[value.id][1], np.float32)
 
     def derived(self, value: Value, suffix: str, array: np.ndarray) -> str:
@@ -200,46 +203,51 @@ CALLS: dict[str, Callable] = {
 _CONSTANT_CALLS = {"zero": 0.0, "one": 1.0}
 
 
+def _reads_x(node) -> bool:
+    """Whether a subexpression has the shape of `x`: it reads `x` other than through zero or one."""
+    if isinstance(node, pyast.Call) and node.func.id in _CONSTANT_CALLS:
+        return False
+    if isinstance(node, pyast.Name):
+        return node.id == "x"
+    return any(_reads_x(child) for child in pyast.iter_child_nodes(node))
+
+
 def lower_expression(b: Builder, expression: str, x: str, out: str) -> str:
     """Emit the nodes of `expression` (one of modelc's own, over the variable `x`, options
     already folded) reading the tensor `x`; the last node writes `out`. Numbers are float32
     constants, as the numpy target evaluates them; `zero(x)` and `one(x)` are constants, and
     a result that reads no array is expanded to the shape of `x`."""
 
-    def visit(node, target=None) -> tuple[str, bool]:     # (name, whether it has the shape of x)
-        target = target or b.fresh(f"{out}.t")
+    def visit(node, target=None) -> str:
+        def emit(op_type, inputs):
+            return b.node(op_type, inputs, f"{out}.t", out=target)
+
         if isinstance(node, pyast.Name) and node.id == "x":
-            return x, True
+            return x
         if isinstance(node, pyast.Constant) and isinstance(node.value, (int, float)):
-            return b.scalar(node.value), False
+            return b.scalar(node.value)
         if isinstance(node, pyast.UnaryOp) and isinstance(node.op, pyast.UAdd):
             return visit(node.operand, target)
         if isinstance(node, pyast.UnaryOp) and isinstance(node.op, (pyast.USub, pyast.Not)):
-            operand, shaped = visit(node.operand)
-            return b.node("Neg" if isinstance(node.op, pyast.USub) else "Not", [operand], out=target), shaped
+            return emit("Neg" if isinstance(node.op, pyast.USub) else "Not", [visit(node.operand)])
         if isinstance(node, pyast.BinOp) and type(node.op) in _BINARY:
-            (left, ls), (right, rs) = visit(node.left), visit(node.right)
-            return b.node(_BINARY[type(node.op)], [left, right], out=target), ls or rs
+            return emit(_BINARY[type(node.op)], [visit(node.left), visit(node.right)])
         if isinstance(node, pyast.Compare) and isinstance(node.ops[0], pyast.NotEq):
-            (left, ls), (right, rs) = visit(node.left), visit(node.comparators[0])
-            return b.node("Not", [b.node("Equal", [left, right])], out=target), ls or rs
+            return emit("Not", [b.node("Equal", [visit(node.left), visit(node.comparators[0])])])
         if isinstance(node, pyast.Compare) and type(node.ops[0]) in _COMPARE:
-            (left, ls), (right, rs) = visit(node.left), visit(node.comparators[0])
-            return b.node(_COMPARE[type(node.ops[0])], [left, right], out=target), ls or rs
+            return emit(_COMPARE[type(node.ops[0])], [visit(node.left), visit(node.comparators[0])])
         if isinstance(node, pyast.Call) and node.func.id in _CONSTANT_CALLS:
-            return b.scalar(_CONSTANT_CALLS[node.func.id]), False
+            return b.scalar(_CONSTANT_CALLS[node.func.id])
         if isinstance(node, pyast.Call) and node.func.id in CALLS:
-            args = [visit(a) for a in node.args]
-            return CALLS[node.func.id](b, [a for a, _ in args], target), any(s for _, s in args)
+            return CALLS[node.func.id](b, [visit(a) for a in node.args], target)
         raise ModelcError(f"ONNX export: cannot lower '{pyast.unparse(node)}' of the formula {expression!r}",
                           hint="give the expression language's new construct a lowering in onnx_rules.CALLS")
 
     tree = expr.parse(expression).body
-    name, shaped = visit(tree, out)
-    if not shaped:        # a constant formula: zeros_like and ones_like keep the shape of x
-        return b.node("Expand", [name, b.node("Shape", [x])], out=out)
-    if name != out:       # the formula is `x` itself (or a number made earlier)
-        return b.node("Identity", [name], out=out)
+    if not _reads_x(tree):     # a constant formula: zeros_like and ones_like keep the shape of x
+        return b.node("Expand", [visit(tree), b.node("Shape", [x])], out=out)
+    if visit(tree, out) != out:      # the formula is `x` itself
+        return b.node("Identity", [x], out=out)
     return out
 
 
@@ -365,9 +373,10 @@ def _normalize(b: Builder, op: Op) -> None:
 @rule("layer_normalize")
 def _layer_normalize(b: Builder, op: Op) -> None:
     """Over modelc's last axis, written out (the same for every opset and layout): the mean, the
-    biased variance, (x - mean) / sqrt(var + epsilon); and the variance without that axis."""
+    biased variance, (x - mean) / sqrt(var + epsilon). Its second output, the variance, is read
+    only by the gradient, never by an inference graph, so it is not made."""
     (x,) = op.inputs
-    xhat, var_out = op.outputs
+    xhat = op.outputs[0]
     layout = b.layout(x)
     axis = axis_in(layout, -1, x.rank)
     mean = b.reduce_mean(b.tensor(x), axis, f"{xhat.name}.mean")
@@ -376,5 +385,3 @@ def _layer_normalize(b: Builder, op: Op) -> None:
     std = b.node("Sqrt", [b.node("Add", [var, b.scalar(op.attrs["epsilon"])], f"{xhat.name}.var_eps")],
                  f"{xhat.name}.std")
     b.node("Div", [centered, std], out=b.output(xhat, layout))
-    # without its (channel) axis the variance is in modelc's order in either layout
-    b.node("Squeeze", [var, b.ints([axis])], out=b.output(var_out))
