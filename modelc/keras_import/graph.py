@@ -135,6 +135,8 @@ def _sequential(name, config, inner, layers, paths) -> KerasGraph:
             raise ModelcError(f"{layer.what} stands inside the Sequential model; modelc reads one input first")
         nodes.append(Node(layer, [previous], path))
         previous = layer.name
+    for node, after in zip(nodes, nodes[1:]):
+        node.layer.output_shape = after.layer.input_shape
     return KerasGraph(name, input_name, shape, nodes, previous)
 
 
@@ -153,6 +155,7 @@ def _functional(name, inner, layers, paths) -> KerasGraph:
     (input_name, _, _) = _one_tensor(inner.get("input_layers"), name, "input")
     (output, _, _) = _one_tensor(inner.get("output_layers"), name, "output")
     nodes, shape, known = [], None, set()
+    made: dict[str, tuple] = {}           # a layer's output shape, as the layers reading it say
     for entry, layer, path in zip(inner["layers"], layers, paths):
         if layer.class_name == "InputLayer":
             if layer.name != input_name:
@@ -161,7 +164,7 @@ def _functional(name, inner, layers, paths) -> KerasGraph:
             shape = _input(layer)
             known.add(layer.name)
             continue
-        sources = _inbound(entry, layer, known)
+        sources = _inbound(entry, layer, known, made)
         nodes.append(Node(layer, sources, path))
         known.add(layer.name)
     if shape is None:
@@ -169,10 +172,12 @@ def _functional(name, inner, layers, paths) -> KerasGraph:
     if output not in known:
         raise ModelcError(f"the model '{name}' gives the output of '{output}', which it does not have",
                           hint="the file is damaged")
+    for node in nodes:
+        node.layer.output_shape = made.get(node.layer.name)
     return KerasGraph(name, input_name, shape, nodes, output)
 
 
-def _inbound(entry: dict, layer: KerasLayer, known: set[str]) -> list[str]:
+def _inbound(entry: dict, layer: KerasLayer, known: set[str], made: dict[str, tuple]) -> list[str]:
     nodes = entry.get("inbound_nodes")
     if not isinstance(nodes, list) or not nodes:
         raise ModelcError(f"{layer.what} is not called in the model", hint="the file is damaged")
@@ -203,5 +208,8 @@ def _inbound(entry: dict, layer: KerasLayer, known: set[str]) -> list[str]:
         if history[1:] != [0, 0]:
             raise ModelcError(f"{layer.what} reads output {history[2]} of call {history[1]} of "
                               f"'{history[0]}'; modelc's layers have one call and one output")
+        shape = tensor["config"].get("shape")
+        if isinstance(shape, list) and all(isinstance(d, (int, type(None))) for d in shape):
+            made[history[0]] = tuple(shape)
         sources.append(history[0])
     return sources

@@ -27,6 +27,7 @@ class KerasLayer:
     class_name: str
     config: dict
     input_shape: tuple | None          # the shape it was built for, batch axis first, when the file says
+    output_shape: tuple | None = None  # the shape the layer after it was built for, when the file says
 
     @property
     def what(self) -> str:
@@ -209,17 +210,11 @@ def _reshape(layer: KerasLayer, o: Options) -> Translated:
     shape = o.take("target_shape")
     if not (isinstance(shape, list) and shape and all(isinstance(d, int) for d in shape)):
         raise o.refuse("target_shape", shape, "a list of sizes")
-    if -1 in shape:
-        known = layer.input_shape[1:] if layer.input_shape else None
-        rest = 1
-        for d in shape:
-            rest *= d if d != -1 else 1
-        if not known or None in known or shape.count(-1) != 1 or rest <= 0:
+    if -1 in shape:      # Keras writes the size it worked out only where the next layer was built
+        made = layer.output_shape[1:] if layer.output_shape else None
+        if not made or len(made) != len(shape) or any(d not in (-1, m) for d, m in zip(shape, made)):
             raise o.refuse("target_shape", shape, "modelc needs every size; write the -1 out")
-        total = 1
-        for d in known:
-            total *= d
-        shape = [total // rest if d == -1 else d for d in shape]
+        shape = list(made)
     return Translated("reshape", {"shape": tuple(shape)})
 
 
