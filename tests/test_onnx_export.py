@@ -190,13 +190,14 @@ FORMULAS = [
 ]
 
 
+@pytest.mark.parametrize("opset", [onnx_export.MIN_OPSET, onnx_export.MAX_OPSET])
 @pytest.mark.parametrize("formula", FORMULAS)
-def test_any_formula_lowers_as_the_numpy_target_evaluates_it(formula, monkeypatch, tmp_path):
+def test_any_formula_lowers_as_the_numpy_target_evaluates_it(formula, opset, monkeypatch, tmp_path):
     """An activation that does not exist yet needs no ONNX code: its expression is lowered."""
     monkeypatch.setitem(elementwise.ACTIVATIONS, "relu", elementwise.Activation("relu", formula, "one(x)"))
     model = _compile((12,), "x -> relu")
     x = np.concatenate([EDGES / 10, _x((12,), n=2)])
-    _agree(model, x, tmp_path)
+    _agree(model, x, tmp_path, opset=opset)
 
 
 def test_an_unknown_construct_of_a_formula_is_refused(monkeypatch, tmp_path):
@@ -370,6 +371,13 @@ def test_without_onnx_the_error_says_what_to_install(monkeypatch, tmp_path):
     with pytest.raises(ModelcError, match="exporting to ONNX needs the Python package onnx") as err:
         model.export_onnx(tmp_path / "m.onnx")
     assert err.value.hint == "pip install 'modelc[onnx]'"
+
+
+def test_an_opset_newer_than_the_installed_onnx_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setattr(onnx.defs, "onnx_opset_version", lambda: onnx_export.MIN_OPSET)
+    with pytest.raises(ModelcError, match=f"knows opsets up to {onnx_export.MIN_OPSET}, not "
+                                          f"{onnx_export.MIN_OPSET + 1}"):
+        _compile((3,), "x -> dense(2)").export_onnx(tmp_path / "m.onnx", opset=onnx_export.MIN_OPSET + 1)
 
 
 def test_missing_or_misshapen_weights_are_refused(tmp_path):
