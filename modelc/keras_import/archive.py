@@ -5,7 +5,7 @@ Nothing in the file is executed: the JSON is parsed as data and the H5 member is
 from memory with h5py, following only hard links (an external or soft link could name
 another file on this machine). Every member's size is bounded before it is read.
 
-Keras's weights file (keras/src/saving/saving_lib.py) holds each layer of a model's layer
+Keras's weights file (written by its saving_lib module) holds each layer of a model's layer
 list under `layers/<snake-cased class name>[_<counter>]/vars/<i>`, the counter per class
 name in the order of the layer list (a Sequential's list leaves out its InputLayer, a
 functional model's has it; an InputLayer holds no variables either way), and `<i>`
