@@ -57,7 +57,7 @@ class Builder:
         self.opset = opset
         self.nodes: list = []
         self.initializers: list = []
-        self._params = {v.id: (v, params[v.name]) for v in graph.params}
+        self._params = {v.id: params[v.name] for v in graph.params}    # value id -> its array
         self._names: set[str] = set()
         self._tensors: dict[int, dict[str, str]] = {}      # value id -> layout -> ONNX name
         self._made: dict[int, str] = {}                    # value id -> the layout it was made in
@@ -142,7 +142,7 @@ class Builder:
         if value.id not in self._params:
             raise ModelcError(f"ONNX export: '{value.name}' is computed, but the exporter takes it as a "
                               "weight of the model (a kernel, bias or statistic)", hint=_BUG)
-        return np.asarray(self._params[value.id][1], np.float32)
+        return np.asarray(self._params[value.id], np.float32)
 
     def derived(self, value: Value, suffix: str, array: np.ndarray) -> str:
         """A weight reordered or reshaped once, at export (a kernel as OIHW, a bias as [C, 1, 1])."""
