@@ -343,7 +343,9 @@ def test_missing_variable_and_wrong_shape(tmp_path):
 
 def test_h5py_missing(tmp_path, monkeypatch):
     path = _seq(tmp_path, kf.layer("Flatten", "f"))
-    monkeypatch.setitem(sys.modules, "h5py", None)
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "h5py" else real(name, *a))
     with pytest.raises(ModelcError) as e:
         convert(path)
     assert e.value.hint == "pip install 'modelc[keras]'"

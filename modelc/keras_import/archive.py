@@ -106,11 +106,9 @@ def _json(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str):
 
 
 def _h5py():
-    try:
-        import h5py
-    except ImportError:
-        raise ModelcError("reading a .keras file's weights needs h5py, which is not installed",
-                          hint="pip install 'modelc[keras]'") from None
+    from modelc import extras
+    extras.require("keras", "reading a .keras file's weights")
+    import h5py
     return h5py
 
 
