@@ -14,14 +14,22 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _importable(name: str) -> bool:
+    """Whether `import name` would find the package, without importing it."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):       # a module blocked in sys.modules has no spec
+        return False
+
+
 def missing(extra: str) -> list[str]:
     """The packages of `extra` that cannot be imported here."""
-    return [name for name in EXTRAS[extra] if importlib.util.find_spec(name) is None]
+    return [name for name in EXTRAS[extra] if not _importable(name)]
 
 
 def require(extra: str, feature: str, packages: tuple[str, ...] | None = None) -> None:
     """A ModelcError naming what `feature` needs, unless `packages` (default: all of `extra`'s) import."""
-    absent = [name for name in (packages or EXTRAS[extra]) if importlib.util.find_spec(name) is None]
+    absent = [name for name in (packages or EXTRAS[extra]) if not _importable(name)]
     if absent:
         raise ModelcError(f"{feature} needs the Python package{'s' if len(absent) > 1 else ''} "
                           f"{', '.join(absent)}, which is not installed",

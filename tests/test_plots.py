@@ -326,7 +326,7 @@ def test_missing_matplotlib_says_how_to_install_it(tmp_path, monkeypatch):
     for name in ("matplotlib", "matplotlib.backends.backend_agg", "matplotlib.figure", "matplotlib.ticker"):
         monkeypatch.setitem(sys.modules, name, None)
     for attempt in (curves.require_matplotlib, lambda: curves.draw(rows_with(), tmp_path / "c.png")):
-        with pytest.raises(ModelcError, match="needs matplotlib") as caught:
+        with pytest.raises(ModelcError, match="needs the Python package matplotlib") as caught:
             attempt()
         assert "pip install 'modelc[plot]'" in caught.value.hint
     assert not (tmp_path / "c.png").exists()

@@ -43,13 +43,11 @@ def require_matplotlib() -> None:
 
 
 def _matplotlib():
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
-        raise ModelcError("drawing training curves needs matplotlib, which is not installed",
-                          hint="pip install 'modelc[plot]' (or pip install matplotlib)") from None
+    from modelc.extras import require
+    require("plot", "drawing training curves")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     return Figure, FigureCanvasAgg, MaxNLocator
 
 

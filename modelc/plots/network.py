@@ -5,7 +5,6 @@ top to bottom. modelc writes the DOT text itself; Graphviz's `dot` renders the p
 from __future__ import annotations
 
 import html
-import math
 import os
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ import subprocess
 from modelc.compiler.layers import LAYERS
 from modelc.errors import ModelcError
 from modelc.files import atomic_write
+from modelc.runtime.summary import layer_params, shape_text
 
 WRITTEN = (".dot", ".gv")                                   # modelc writes these itself
 RENDERED = {".svg": "svg", ".png": "png", ".pdf": "pdf"}     # Graphviz's `dot -T<format>` draws these
@@ -21,11 +21,6 @@ INSTALL = "apt install graphviz (Debian, Ubuntu), brew install graphviz (macOS),
 
 _HEAD = "#dbe7f5"       # the name row's colour; the input's is _INPUT
 _INPUT = "#e3f1de"
-
-
-def _shape(value) -> str:
-    """An output shape as Keras shows it, the batch as None: (None, 28, 28, 1)."""
-    return "(None, " + ", ".join(str(d) for d in value.shape[1:]) + ")"
 
 
 def _quoted(name: str) -> str:
@@ -48,11 +43,11 @@ def _box(name: str, kind: str, shape: str, params: int | None, colour: str) -> s
 def to_dot(program) -> str:
     """The DOT text of a program's network: a node for the input and one per layer (in the
     program's order), an edge from every layer or input a layer reads (a join has several)."""
-    nodes = [(program.input.name, _box(program.input.name, "InputLayer", _shape(program.input), None, _INPUT))]
+    nodes = [(program.input.name, _box(program.input.name, "InputLayer", shape_text(program.input), None, _INPUT))]
     edges = []
     for layer in program.layers:
-        params = sum(math.prod(v.shape) for v in layer.params)
-        nodes.append((layer.name, _box(layer.name, LAYERS[layer.kind].type, _shape(layer.output), params, _HEAD)))
+        nodes.append((layer.name, _box(layer.name, LAYERS[layer.kind].type, shape_text(layer.output),
+                                       layer_params(layer), _HEAD)))
         edges += [(source, layer.name) for source in layer.inputs]
     lines = [f"digraph {_quoted(program.name)} {{",
              f"  graph [rankdir=TB, label=<<b>{html.escape(program.name)}</b>>, labelloc=t, fontname=Helvetica,"

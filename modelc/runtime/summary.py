@@ -15,22 +15,28 @@ def count_params(program, role: str | None = None) -> int:
     return sum(int(np.prod(p.value.shape)) for p in program.params if role in (None, p.value.role))
 
 
+def shape_text(value) -> str:
+    """An output shape as Keras shows it, the batch as None: (None, 28, 28, 1)."""
+    return "(None, " + ", ".join(str(d) for d in value.shape[1:]) + ")"
+
+
+def layer_params(layer) -> int:
+    """The weights a layer holds (trainable and moving statistics)."""
+    return sum(int(np.prod(p.shape)) for p in layer.params)
+
+
 def summarize(program) -> str:
     """The Keras-like summary table of a program (no backend needed)."""
-    def shape_of(value) -> str:
-        return "(None, " + ", ".join(str(d) for d in value.shape[1:]) + ")"
-
     # A chain reads like Keras's Sequential summary; a graph gets "Connected to", as a functional model.
     previous = [program.input.name]
     chain = True
     for layer in program.layers:
         chain = chain and layer.inputs == previous
         previous = [layer.name]
-    rows = [] if chain else [(f"{program.input.name} (InputLayer)", shape_of(program.input), "0", "-")]
+    rows = [] if chain else [(f"{program.input.name} (InputLayer)", shape_text(program.input), "0", "-")]
     for layer in program.layers:
         kind = LAYERS[layer.kind].type
-        count = sum(int(np.prod(p.shape)) for p in layer.params)
-        row = (f"{layer.name} ({kind})", shape_of(layer.output), f"{count:,}")
+        row = (f"{layer.name} ({kind})", shape_text(layer.output), f"{layer_params(layer):,}")
         rows.append(row if chain else row + (", ".join(layer.inputs),))
     heads = ("Layer (type)", "Output Shape", "Param #") + (() if chain else ("Connected to",))
     widths = [max(low, len(h), *(len(r[i]) for r in rows)) + 3
