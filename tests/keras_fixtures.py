@@ -78,6 +78,9 @@ def sequential(path, input_shape, layers, compile_config=None, **kw) -> None:
     write(path, config, layers, **kw)
 
 
+TRAINING_ARG = ("Dropout", "BatchNormalization")     # the layers whose call takes `training`
+
+
 def functional(path, input_shape, nodes, output, compile_config=None, inputs=("input_layer",), **kw) -> None:
     """`nodes`: (layer entry, the names it reads, its variables), as Keras's inbound nodes."""
     entries = []
@@ -86,7 +89,9 @@ def functional(path, input_shape, nodes, output, compile_config=None, inputs=("i
         entries.append(dict(entry, name=name, inbound_nodes=[]))
     for entry, sources, _ in nodes:
         arg = tensor(sources[0]) if len(sources) == 1 else [tensor(s) for s in sources]
-        entries.append(dict(entry, name=entry["config"]["name"], inbound_nodes=[{"args": [arg], "kwargs": {}}]))
+        # Keras 3 records `training: false` on the calls of layers that take it, as the graph was built
+        kwargs = {"training": False} if entry["class_name"] in TRAINING_ARG else {}
+        entries.append(dict(entry, name=entry["config"]["name"], inbound_nodes=[{"args": [arg], "kwargs": kwargs}]))
     config = {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
               "config": {"name": "functional", "trainable": True, "layers": entries,
                          "input_layers": [[n, 0, 0] for n in inputs] if len(inputs) > 1 else [inputs[0], 0, 0],

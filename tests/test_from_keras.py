@@ -295,6 +295,31 @@ def test_regularizer_refused(tmp_path):
         convert(tmp_path / "m.keras")
 
 
+def test_functional_dropout_and_batch_norm_with_the_training_keras_records(tmp_path):
+    """Keras writes `training: false` on these calls; fit and predict replace it, so it is no option."""
+    bn = kf.layer("BatchNormalization", "bn", axis=-1, momentum=0.99, epsilon=0.001, center=True, scale=True)
+    stats = [_w(4), _w(4), _w(4), np.abs(_w(4)) + 0.5]
+    drop = kf.layer("Dropout", "drop", rate=0.5, seed=None, noise_shape=None)
+    kf.functional(tmp_path / "m.keras", (4,), [(bn, ["input_layer"], stats), (drop, ["bn"], [])], "drop")
+    x = RNG.normal(size=(5, 4)).astype(np.float32)
+    conversion, got = _predict(tmp_path, tmp_path / "m.keras", x)
+    gamma, beta, mean, var = (w.astype(np.float64) for w in stats)
+    np.testing.assert_allclose(got, (x - mean) / np.sqrt(var + 0.001) * gamma + beta, rtol=1e-5, atol=1e-5)
+    assert "dropout(0.5)" in conversion.spec_text
+
+
+def test_a_call_option_modelc_lacks_is_refused(tmp_path):
+    kf.functional(tmp_path / "m.keras", (3,), [(kf.layer("Dense", "d", units=3), ["input_layer"], [_w(3, 3), _w(3)])],
+                  "d")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        import json
+        config = json.loads(z.read("config.json"))
+    config["config"]["layers"][1]["inbound_nodes"][0]["kwargs"] = {"mask": [True, False]}
+    kf.write(tmp_path / "masked.keras", config, [])
+    with pytest.raises(ModelcError, match=r"layer 'd' \(Dense\) is called with mask="):
+        convert(tmp_path / "masked.keras")
+
+
 def test_multi_input_refused(tmp_path):
     add = kf.layer("Add", "s")
     kf.functional(tmp_path / "m.keras", (3,), [(add, ["a", "b"], [])], "s", inputs=("a", "b"))

@@ -189,6 +189,10 @@ def _inbound(entry: dict, layer: KerasLayer, known: set[str], made: dict[str, tu
         raise ModelcError(f"{layer.what}: its inbound node {shown(node)} is not Keras 3's format",
                           hint="save the model again with Keras 3")
     for key, value in (node.get("kwargs") or {}).items():
+        # Keras records `training` on Dropout and BatchNormalization calls (false when the graph was
+        # built), but fit and predict pass their own, which replaces it (functional.operation_fn).
+        if key == "training" and isinstance(value, bool):
+            continue
         if value is not None:
             raise ModelcError(f"{layer.what} is called with {key}={shown(value)}; modelc cannot express it",
                               hint="call the layer on its input alone")
