@@ -17,7 +17,7 @@ def cmd_from_keras(args) -> int:
     from modelc.outputs import check_outputs
     weights = args.weights or os.path.splitext(args.spec)[0] + ".npz"
     check_outputs([("--spec", args.spec), ("--weights", weights)], [("the Keras file", args.keras)])
-    conversion = convert(args.keras)
+    conversion = convert(args.keras, name=args.name)
     conversion.write(args.spec, weights)
     for remark in conversion.notes:
         note(f"note: {remark}")
@@ -77,26 +77,28 @@ def cmd_plot(args) -> int:
     if _is_history(args.source):
         from modelc.plots import curves
         curves.require_matplotlib()
-        rows, title = curves.read_history(args.source)
-        curves.draw(rows, args.output, title=title)
-        print(f"wrote {args.output} ({len(rows)} epochs of {args.source})")
+        recorded = curves.read_history(args.source)
+        curves.draw(recorded.rows, args.output, title=recorded.title, test=recorded.test)
+        print(f"wrote {args.output} (the curves of {len(recorded.rows)} epochs in {args.source})")
         return 0
     from modelc.plots import network
-    print(network.draw(load_program(args.source), args.output))
+    print(f"wrote {args.output}: {network.draw(load_program(args.source), args.output)}")
     return 0
 
 
 def check_plot_flag(args) -> None:
-    """train --plot: matplotlib must be there before training starts, not after the last epoch."""
+    """train --plot: matplotlib and the picture's format are checked before training starts,
+    not after the last epoch."""
     if args.plot is not None:
         from modelc.plots import curves
+        curves.check_format(args.plot)
         curves.require_matplotlib()
 
 
 def draw_curves(args, model, test=None) -> None:
     """train --plot: the curves of the epochs done so far."""
     from modelc.plots import curves
-    curves.draw(model.train_log, args.plot, title=model.name, test=test)
+    curves.draw(model.train_log, args.plot, title=curves.curve_title(model.name, model.target), test=test)
 
 
 def register(add, target) -> None:
@@ -106,6 +108,7 @@ def register(add, target) -> None:
     p.add_argument("--spec", required=True, metavar="OUT.model", help="the spec to write")
     p.add_argument("--weights", metavar="OUT.npz", help="the weights to write (default: the spec's name "
                    "with .npz)")
+    p.add_argument("--name", help="the spec's model name (default: the Keras model's)")
 
     p = add("export", cmd_export, "write trained weights' inference graph as an ONNX model")
     p.add_argument("spec", metavar="SPEC")
@@ -114,7 +117,7 @@ def register(add, target) -> None:
     p.add_argument("--opset", type=int, help="the ONNX opset to write (default: modelc's; 13 at least)")
     p.add_argument("--no-check", action="store_true", help="do not run the file with onnxruntime to compare "
                    "it with modelc's predictions")
-    target(p)
+    target(p, default="numpy")
     p.add_argument("--quiet", "-q", action="store_true")
 
     p = add("plot", cmd_plot, "draw a spec's network (.dot, or .svg/.png/.pdf with Graphviz) or a "

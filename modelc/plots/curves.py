@@ -177,16 +177,22 @@ def _series(rows, name: str) -> list[float]:
     return out
 
 
+def check_format(path) -> str:
+    """The picture's extension, when it is one the curves can be drawn as."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in FORMATS:
+        raise ModelcError(f"cannot draw curves as '{path}': unknown extension '{ext or '(none)'}'",
+                          hint="use one of " + ", ".join(FORMATS))
+    return ext
+
+
 def draw(rows: list[dict[str, float]], path, title: str | None = None,
          test: dict[str, float] | None = None) -> None:
     """Draw the curves of `rows` (1-based `epoch` and the logged values, as `Model.fit`'s
     records or `read_history`'s rows) to `path`, a .png, .svg or .pdf: a panel per name,
     training solid with markers, validation dashed, a test result dotted; a missing or
     non-finite value is a gap."""
-    ext = os.path.splitext(os.fspath(path))[1].lower()
-    if ext not in FORMATS:
-        raise ModelcError(f"cannot draw curves as '{path}': unknown extension '{ext or '(none)'}'",
-                          hint="use one of " + ", ".join(FORMATS))
+    ext = check_format(path)
     names = panels(rows)
     if not names:
         raise ModelcError(f"nothing to draw in '{path}': the history holds no epochs with values",
