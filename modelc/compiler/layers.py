@@ -330,16 +330,19 @@ LAYER_ALIASES = {"linear_layer": "dense", "concatenate": "concat", "fully_connec
                  "layer_norm": "layer_normalization", "layer_normalisation": "layer_normalization"}
 
 
-def _snake(name: str) -> str:
-    """Keras's class name as a layer name: MaxPooling2D -> max_pooling2d, Conv2D -> conv2d."""
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z][a-z])|(?<=[a-z])(?=[A-Z])", "_", name).lower()
+def keras_snake_case(class_name: str) -> str:
+    """Keras's `naming.to_snake_case`, the one rule from a class name to a layer's name (and to its
+    group in a .keras weights file): MaxPooling2D -> max_pooling2d, Conv2D -> conv2d."""
+    name = re.sub(r"\W+", "", class_name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def bind_layer(call: ast.Call) -> tuple[LayerDef, dict]:
     """Resolve a layer call (an activation is a layer too) to its definition and its options."""
     name = call.name.name
     if name not in LAYERS and name not in LAYER_ALIASES and name not in ACTIVATION_ALIASES:
-        name = _snake(name)
+        name = keras_snake_case(name)
     name = LAYER_ALIASES.get(name, name)
     name = ACTIVATION_ALIASES.get(name, name)
     if name not in LAYERS:

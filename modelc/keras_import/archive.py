@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +42,6 @@ class KerasFile:
     @property
     def keras_version(self) -> str:
         return str(self.metadata.get("keras_version", "unknown"))
-
-
-def keras_snake_case(class_name: str) -> str:
-    """Keras's `naming.to_snake_case`, which names a layer's group in the weights file:
-    Conv2D -> conv2d, BatchNormalization -> batch_normalization."""
-    name = re.sub(r"\W+", "", class_name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def read(path: str | os.PathLike) -> KerasFile:

@@ -14,7 +14,7 @@ from typing import Any
 from modelc.compiler.catalog import (LOSS_ALIASES, LOSSES, METRIC_ALIASES, METRICS, OPTIMIZERS,
                                      SCHEDULES)
 from modelc.errors import ModelcError
-from modelc.keras_import.archive import keras_snake_case
+from modelc.compiler.layers import keras_snake_case
 from modelc.keras_import.options import Options, shown
 
 _CHANGES_TRAINING = "it changes training, and modelc has no counterpart; compile the model without it"
@@ -69,13 +69,18 @@ def read_training(compile_config: Any) -> Training | None:
     return Training(loss, loss_options, optimizer, optimizer_options, schedule, metrics, notes)
 
 
+def _catalog_entry(value: Any, what: str, table: dict, aliases: dict) -> tuple[str, Options]:
+    """A loss or metric: its modelc name (aliases resolved) and its Keras options to read."""
+    name, config, written = _named(value, what)
+    name = aliases.get(name, name)
+    if name not in table:
+        raise ModelcError(f"the {what} {written}: modelc has no such {what}",
+                          hint=f"modelc's {what}s: " + ", ".join(table))
+    return name, Options(f"the {what} {written}", config, ignored=("name", "dtype"))
+
+
 def _loss(value: Any) -> tuple[str, dict]:
-    name, config, written = _named(value, "loss")
-    name = LOSS_ALIASES.get(name, name)
-    if name not in LOSSES:
-        raise ModelcError(f"the loss {written}: modelc has no such loss",
-                          hint="modelc's losses: " + ", ".join(LOSSES))
-    o = Options(f"the loss {written}", config, ignored=("name", "dtype"))
+    name, o = _catalog_entry(value, "loss", LOSSES, LOSS_ALIASES)
     o.require("reduction", ("sum_over_batch_size",), "modelc averages the loss over the batch "
               "(reduction='sum_over_batch_size')", default="sum_over_batch_size")
     o.require("axis", (-1,), "modelc's losses reduce the last axis (axis=-1)", default=-1)
@@ -148,12 +153,7 @@ def _metrics(value: Any, notes: list[str]) -> list[tuple[str, dict]]:
 
 
 def _metric(value: Any) -> tuple[str, dict]:
-    name, config, written = _named(value, "metric")
-    name = METRIC_ALIASES.get(name, name)
-    if name not in METRICS:
-        raise ModelcError(f"the metric {written}: modelc has no such metric",
-                          hint="modelc's metrics: " + ", ".join(METRICS))
-    o = Options(f"the metric {written}", config, ignored=("name", "dtype"))
+    name, o = _catalog_entry(value, "metric", METRICS, METRIC_ALIASES)
     o.unset("top_k", "class_id", why="modelc's precision and recall count every output")
     options = {}
     params = {p.name for p in METRICS[name].params}

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from modelc.errors import ModelcError
-from modelc.keras_import.archive import keras_snake_case
+from modelc.compiler.layers import keras_snake_case
 from modelc.keras_import.layer_table import KerasLayer, Options
 from modelc.keras_import.options import shown
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from modelc.compiler import layers as modelc_layers
 from modelc.compiler.catalog import INIT_ALIASES, INITIALIZERS
-from modelc.keras_import.archive import keras_snake_case
+from modelc.compiler.layers import keras_snake_case
 from modelc.keras_import.options import Options, shown
 from modelc.errors import ModelcError
 
