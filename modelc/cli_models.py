@@ -28,8 +28,6 @@ def cmd_from_keras(args) -> int:
 
 def cmd_export(args) -> int:
     from modelc.outputs import check_outputs
-    from modelc.extras import require
-    require("onnx", "ONNX export", ("onnx",))
     check_outputs([("--onnx", args.onnx)], [("the spec", args.spec), ("the weights file", args.weights)])
     model = load_model(args)
     model.load_weights(args.weights)
