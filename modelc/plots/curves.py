@@ -146,7 +146,7 @@ def read_history(path) -> Recorded:
                           hint="a history is a .json or a .csv file (modelc train --history H.json)")
     problem = file_problem(path)
     if problem:
-        raise ModelcError(f"cannot read the history '{path}': it {problem}",
+        raise ModelcError(f"cannot read the history '{path}': {problem}",
                           hint="write one with modelc train SPEC --history H.json")
     try:
         with open(path, encoding="utf-8") as f:
