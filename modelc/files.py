@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Union
 
 from modelc.errors import ModelcError
+from modelc.mpi_env import first_rank
 
 
 def cache_root() -> Path:
@@ -57,14 +58,18 @@ def file_problem(path: Union[str, os.PathLike]) -> str | None:
 
 
 def atomic_write(path: Union[str, os.PathLike], content: Union[bytes, Callable[[BinaryIO], None]],
-                 make_folder: bool = False) -> Path:
+                 make_folder: bool = False, every_rank: bool = False) -> Path:
     """Write `content` (bytes, or a function that writes to a binary file) to `path` atomically.
     The file gets the permissions `open()` would give it (mkstemp alone makes 0600). Through a
     symlink the link's target is written, and only a regular file is ever replaced: a
-    directory, FIFO or device under that name is refused, never swapped for a file."""
+    directory, FIFO or device under that name is refused, never swapped for a file.
+    In a data-parallel job only rank 0 writes (every rank holds the same model, and a shared
+    folder must not see N writers); caches and a rank's own files say `every_rank`."""
     if not os.fspath(path):
         raise ModelcError("cannot write a file with an empty name")
     path = Path(os.path.realpath(os.path.expanduser(path)))
+    if not every_rank and not first_rank():
+        return path
     problem = file_problem(path)
     if problem not in (None, "not found"):
         raise ModelcError(f"cannot write '{path}': it {problem}")

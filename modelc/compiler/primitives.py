@@ -190,10 +190,10 @@ def dropout_hash(seed, step, i):
     return h * (1.0 / 4294967296.0)
 
 
-def dropout_uniform(seed: int, step, n: int) -> np.ndarray:
-    """`dropout_hash` for indices 0..n-1 at once (the same arithmetic on uint64 arrays)."""
+def dropout_uniform(seed: int, step, n: int, first: int = 0) -> np.ndarray:
+    """`dropout_hash` for indices first..first+n-1 at once (the same arithmetic on uint64 arrays)."""
     mask = np.uint64(_MASK32)
-    base = ((int(seed) & _MASK32) * 0x9E3779B1 + (int(step) & _MASK32) * 0x85EBCA77) & _MASK32
+    base = ((int(seed) & _MASK32) * 0x9E3779B1 + (int(step) & _MASK32) * 0x85EBCA77 + int(first)) & _MASK32
     h = (np.uint64(base) + np.arange(n, dtype=np.uint64)) & mask
     h ^= h >> np.uint64(16)
     h = (h * np.uint64(0x7FEB352D)) & mask
@@ -210,10 +210,13 @@ def _dropout_infer(types, attrs):
 
 
 @primitive("dropout", _dropout_infer,
-           lambda emit, op, grads: [emit("mul", grads[0], op.outputs[1]), None])
-def dropout(x, step, rate, seed):
-    """Training-mode dropout: returns the output and the scaled keep-mask."""
-    keep = dropout_uniform(seed, step, x.size).reshape(x.shape) >= rate
+           lambda emit, op, grads: [emit("mul", grads[0], op.outputs[1]), None], by_row=True)
+def dropout(x, step, rate, seed, first_row=0):
+    """Training-mode dropout: returns the output and the scaled keep-mask. An element's number
+    in the hash counts from the global batch's first row: row i of a share that starts at
+    global row `first_row` draws what row first_row + i of the whole batch does."""
+    base = int(first_row) * (x.size // len(x) if len(x) else 0)
+    keep = dropout_uniform(seed, step, x.size, base).reshape(x.shape) >= rate
     mask = keep.astype(x.dtype) / x.dtype.type(1.0 - rate)
     return x * mask, mask
 

@@ -29,6 +29,10 @@ class Primitive:
     kind: str = ""
     formula: Callable[[dict], Any] | None = None
     defaults: dict = field(default_factory=dict)     # the catalog's option defaults
+    # whether the reference takes `first_row`: where the batch's rows start in the global batch
+    # (a data-parallel process's share starts past row 0), so a value keyed by the sample's
+    # index (a dropout mask) is the same however the batch is shared out
+    by_row: bool = False
 
     def infer(self, types: list, attrs: dict) -> list:
         """The output types; a ShapeError for inputs that do not fit, or an output over
@@ -50,9 +54,9 @@ class Primitive:
 PRIMITIVES: dict[str, Primitive] = {}
 
 
-def primitive(name: str, infer, vjp=None, doc=""):
+def primitive(name: str, infer, vjp=None, doc="", by_row=False):
     def register(impl):
-        PRIMITIVES[name] = Primitive(name, infer, impl, vjp, doc or (impl.__doc__ or ""))
+        PRIMITIVES[name] = Primitive(name, infer, impl, vjp, doc or (impl.__doc__ or ""), by_row=by_row)
         return impl
     return register
 

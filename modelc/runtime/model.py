@@ -22,7 +22,7 @@ import numpy as np
 from modelc import __version__
 from modelc.arrays import first_bad, format_dims
 from modelc.errors import ModelcError, SpecError, did_you_mean
-from modelc.runtime import checkpoint, fitting, training
+from modelc.runtime import checkpoint, fitting, parallel, training
 from modelc.runtime import data as data_sources
 from modelc.runtime.backend import make_backend
 from modelc.runtime.binding import bind, bind_x
@@ -276,7 +276,7 @@ class Model:
             val = bind(self.program, validation_data[0], validation_data[1], "validation data")
         history = self._fit(x, y, epochs, batch, val, shuffle, verbose, list(callbacks or ()), initial_epoch,
                             terminate_on_nan)
-        if history.diverged is not None and verbose:
+        if history.diverged is not None and verbose and parallel.world().rank == 0:
             print(f"modelc: {history.diverged}", file=sys.stderr, flush=True)
         return history
 
@@ -294,11 +294,20 @@ class Model:
         check_fits(self.program, min(batch, len(x)), self.target, "training")
         data = self.backend.upload(x, y)
         val_data = self.backend.upload(*val) if val is not None else None
-        runner = fitting.EpochRunner(self, data, len(x), val_data, len(val[0]) if val is not None else 0,
-                                     batch, verbose, terminate_on_nan)
+        args = (self, data, len(x), val_data, len(val[0]) if val is not None else 0, batch, verbose,
+                terminate_on_nan)
         states = self._matching_states(callbacks)
         self._callbacks = callbacks
-        self.history = fitting.run(runner, epochs, initial_epoch, shuffle, callbacks, after_epoch, states)
+        group = parallel.world()
+        if group.size == 1:     # one process: the whole-epoch compiled loop
+            self.history = fitting.run(fitting.EpochRunner(*args), epochs, initial_epoch, shuffle, callbacks,
+                                       after_epoch, states)
+            return self.history
+        runner = parallel.ParallelRunner(group, *args)
+        parallel.check_same(group, "the training data", (x, y) + (tuple(val) if val is not None else ()))
+        parallel.broadcast_state(group, self)
+        with parallel.deferred_interrupts(runner.flag):
+            self.history = fitting.run(runner, epochs, initial_epoch, shuffle, callbacks, after_epoch, states)
         return self.history
 
     def _matching_states(self, callbacks) -> list:
@@ -323,7 +332,10 @@ class Model:
 
     def _evaluate(self, x, y, batch) -> dict[str, float]:
         check_fits(self.program, min(batch, len(x)), self.target, "evaluating")
-        sums = self.backend.evaluate(self.backend.upload(x, y), batch)
+        data = self.backend.upload(x, y)
+        group = parallel.world()
+        sums = (self.backend.evaluate(data, batch) if group.size == 1
+                else parallel.evaluate_shared(group, self.backend, data, batch))
         return self.program.results(sums, len(x))
 
     def predict(self, x, batch_size: int | None = None) -> np.ndarray:

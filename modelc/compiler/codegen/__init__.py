@@ -74,6 +74,37 @@ class Backend:
     def predict(self, data, batch_size: int) -> np.ndarray:
         raise NotImplementedError
 
+    # data-parallel training: the training graph in two phases (compiler/phases.py) --------
+    def gradient_step(self, data, rows: np.ndarray, first_row: int, step: int) -> np.ndarray:
+        """The gradient phase of update number `step` on samples `rows` of `data`: a process's share
+        of a global batch, which starts at the batch's row `first_row` (dropout masks follow the
+        global row). Leaves the finished gradients and moving statistics for `pack`; returns the
+        sums over these samples of [loss, *metrics]. Without the one-call `train` loop's speed:
+        a target that cannot stop between the phases does not implement it."""
+        raise NotImplementedError
+
+    def update_step(self, step: int, lr_scale: float = LR_SCALE_DEFAULT) -> None:
+        """The update phase of the step whose gradient phase ran last, with what `unpack` put back."""
+        raise NotImplementedError
+
+    def _exchanged(self) -> list[np.ndarray]:
+        """The arrays the phases exchange, in `phases().exchanged` order (the target's own storage)."""
+        raise NotImplementedError
+
+    def pack(self, out: np.ndarray, weight: float) -> None:
+        """The exchanged values, flat and in order, times `weight`, into `out` (float32)."""
+        at = 0
+        for array in self._exchanged():
+            np.multiply(array.reshape(-1), weight, out=out[at:at + array.size], casting="unsafe")
+            at += array.size
+
+    def unpack(self, buffer: np.ndarray) -> None:
+        """Put the exchanged values back, from `buffer` (as `pack` laid them out)."""
+        at = 0
+        for array in self._exchanged():
+            np.copyto(array, buffer[at:at + array.size].reshape(array.shape), casting="unsafe")
+            at += array.size
+
     @property
     def kernel_launches_per_step(self) -> int | None:
         return None

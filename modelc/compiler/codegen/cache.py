@@ -66,7 +66,7 @@ def _written(kind: str, name: str, source: bytes) -> Path:
     if path.is_dir() and not path.is_symlink():
         raise IsADirectoryError(f"'{path}' is a folder")        # damaged: healed by `load`
     try:
-        return atomic_write(path, source, make_folder=True)
+        return atomic_write(path, source, make_folder=True, every_rank=True)
     except ModelcError as err:
         if kind in _TEMPORARY:
             raise

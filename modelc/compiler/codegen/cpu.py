@@ -36,7 +36,7 @@ from modelc.compiler.codegen.cpu_kernels import HELPERS, KERNELS
 from modelc.compiler.codegen.cpu_plan import FORMULA, OPCODES, Table, aligned, build_table, dispatch_args, lower_graph
 from modelc.compiler.formulas import LR_SCALE_DEFAULT, SCHEDULE_FUNCTIONS
 
-CODEGEN_VERSION = "2"
+CODEGEN_VERSION = "3"
 # The interpreter takes the formula wrappers as first-class functions, which Numba calls experimental.
 warnings.filterwarnings("ignore", "First-class function type", NumbaExperimentalFeatureWarning)
 GRAPHS = ("train", "evaluate", "predict")
@@ -68,7 +68,8 @@ RUN = types.void(
     types.int64[::1], types.int64, types.int64, types.int64, types.int64,   # order, batch, first, last, step
     types.float64,                                                      # the learning-rate factor
     types.int64, types.float64[::1], types.float32[:, ::1],              # prediction: offset; sums; out
-    types.int64[:, ::1])                                                # the formula wrappers' addresses
+    types.int64[:, ::1],                                                # the formula wrappers' addresses
+    types.int64)                                                        # the batch's first global row
 dropout_uniform = njit(**JIT)(_dropout_hash)
 {schedules}
 
@@ -92,7 +93,7 @@ def _vec(A, r, i, n):
 RUN = '''\
 @njit(RUN, **JIT)
 def run(A, L, code, I, F, results, x_all, x_at, yi_all, yf_all, y_kind, y_at,
-        order, batch_size, first_batch, last_batch, step0, lr_scale, out_at, sums, out_all, formulas):
+        order, batch_size, first_batch, last_batch, step0, lr_scale, out_at, sums, out_all, formulas, first_row):
     total = x_all.shape[0]
     features = x_all.shape[1]
     shuffled = order.shape[0] > 0
@@ -204,6 +205,7 @@ class CpuBackend(Backend):
         self.L = _arena(1, np.int64)
         self.tables: dict[tuple[str, int], Table] = {}
         self._run = self._formulas = None
+        self._pending = None        # data-parallel: the table and data of the gradient phase just run
 
     # compiling ------------------------------------------------------------
     def compile(self) -> None:
@@ -261,21 +263,42 @@ class CpuBackend(Backend):
         return self.tables[key]
 
     def _call(self, kind, data, order, batch_size, first, last, step, lr_scale=LR_SCALE_DEFAULT,
-              out=None) -> np.ndarray:
+              out=None, table=None, phase=None, first_row=0) -> np.ndarray:
+        """Run the table (all of it, or one phase of training: "gradients", "update") over batches
+        [first, last)."""
         self.compile()
         x, y = data
-        table = self._table(kind, max(1, min(batch_size, len(x))))    # sized by the data, not the batch
+        if table is None:
+            table = self._table(kind, max(1, min(batch_size, len(x))))    # sized by the data, not the batch
         yi = y if table.y_kind == 1 else _NO_LABELS
         yf = y if table.y_kind == 2 else _NO_ROWS
-        sums = np.zeros(len(table.results))
-        self._run(self.A, self.L, table.code, table.ints, table.floats, table.results, x, table.x, yi, yf,
-                  table.y_kind, table.y, order, batch_size, first, last, step, lr_scale, table.out, sums,
-                  _NO_ROWS if out is None else out, self._formulas)
+        rows = {None: slice(None), "gradients": slice(None, table.update_row),
+                "update": slice(table.update_row, None)}[phase]
+        results = _NO_LABELS[:0] if phase == "update" else table.results    # the update phase sums nothing
+        sums = np.zeros(len(results))
+        self._run(self.A, self.L, table.code[rows], table.ints[rows], table.floats[rows], results, x, table.x,
+                  yi, yf, table.y_kind, table.y, order, batch_size, first, last, step, lr_scale, table.out, sums,
+                  _NO_ROWS if out is None else out, self._formulas, first_row)
         return sums
 
     def train(self, data, order, batch_size, first_batch, last_batch, step, lr_scale=LR_SCALE_DEFAULT):
         order = np.ascontiguousarray(order, dtype=np.int64)
         return self._call("train", data, order, batch_size, first_batch, last_batch, step, lr_scale)
+
+    # data-parallel training: the two phases --------------------------------
+    def gradient_step(self, data, rows, first_row, step):
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        self._pending = (self._table("train", max(1, len(rows))), data)
+        table = self._pending[0]
+        return self._call("train", data, rows, len(rows), 0, 1, step, table=table, phase="gradients",
+                          first_row=first_row)
+
+    def _exchanged(self):
+        return [self.A[at:at + size] for at, size in self._pending[0].exchanged]
+
+    def update_step(self, step, lr_scale=LR_SCALE_DEFAULT):
+        table, data = self._pending
+        self._call("train", data, _NO_LABELS[:0], 0, 0, 1, step, lr_scale, table=table, phase="update")
 
     def evaluate(self, data, batch_size):
         return self._call("evaluate", data, _NO_LABELS[:0], batch_size, 0, -(-len(data[0]) // batch_size), 0)

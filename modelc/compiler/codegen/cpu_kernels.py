@@ -3,7 +3,8 @@ once for every size (the lowerings in `cpu_lower.py` turn ops into calls of them
 
 A kernel takes views of the arena (2-D `m` or 1-D `v`, float32), whole-number
 operands (`i`), float64 options (`f`, cast to float32 where the reference
-computes in float32) and, where it needs it, the update count (`step`). Sizes
+computes in float32) and, where it needs it, the update count (`step`) and the
+global row its batch starts at (`row`: a data-parallel share's, else 0). Sizes
 come from the views' shapes, never from the source, so the kernels depend
 only on this file and the activations' registry (`elementwise.ACTIVATIONS`):
 they are compiled once per machine and shared by every spec (see `cpu.py`).
@@ -22,7 +23,8 @@ from modelc.compiler.ir import BATCH, Op, Value
 
 # ---------------------------------------------------------------- kernels and calls
 
-KINDS = ("m", "v", "i", "f", "step")
+KINDS = ("m", "v", "i", "f", "step", "row")
+IMPLICIT = {"step": "step", "row": "first_row"}     # kinds the interpreter passes itself
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class View:
 
 @dataclass(frozen=True)
 class Call:
-    """One kernel call: its operands in the kernel's order (`step` is implicit)."""
+    """One kernel call: its operands in the kernel's order (the IMPLICIT kinds left out)."""
     kernel: str
     operands: tuple
 
@@ -125,10 +127,10 @@ kernel("k_copy_cols", "m:x m:out i:offset",
 kernel("k_slice_cols", "m:x m:out i:start",
        "rows, cols = out.shape", "for i in range(rows):", "    for j in range(cols):",
        "        out[i, j] = x[i, start + j]")
-kernel("k_dropout", "v:x v:y v:mask i:seed step:step f:rate f:keep_",
-       "keep = f32(keep_)", "for i in range(x.shape[0]):",
-       "    m = f32(1.0) if dropout_uniform(seed, step, i) >= rate else f32(0.0)",
-       "    mask[i] = m / keep", "    y[i] = x[i] * mask[i]")
+kernel("k_dropout", "m:x m:y m:mask i:seed step:step row:first_row f:rate f:keep_",
+       "keep = f32(keep_)", "rows, cols = x.shape", "for i in range(rows):", "    for j in range(cols):",
+       "        m = f32(1.0) if dropout_uniform(seed, step, (first_row + i) * cols + j) >= rate else f32(0.0)",
+       "        mask[i, j] = m / keep", "        y[i, j] = x[i, j] * mask[i, j]")
 
 # ---------------------------------------------------------------- activations
 

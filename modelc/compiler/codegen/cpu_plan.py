@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from modelc.compiler.codegen.cpu_formula_calls import FormulaCall
-from modelc.compiler.codegen.cpu_kernels import KERNELS, Call, Formula, Kernel, View
+from modelc.compiler.codegen.cpu_kernels import IMPLICIT, KERNELS, Call, Formula, Kernel, View
 from modelc.compiler.codegen.cpu_lower import LOWERINGS
 from modelc.compiler.ir import BATCH, Graph, Op, Value
 from modelc.compiler.passes import plan_buffers
+from modelc.compiler.phases import phases
 
 OPCODES = {name: code for code, name in enumerate(sorted(KERNELS))}
 FORMULA = len(OPCODES)     # a call of a formula kernel's wrapper (see cpu_formula_calls.py)
@@ -45,7 +46,7 @@ def dispatch_args(k: Kernel) -> list[str]:
             args.append(f"f[{q}]")
             q += 1
         else:
-            args.append("step")
+            args.append(IMPLICIT[kind])
     return args
 
 
@@ -55,7 +56,7 @@ def encode(call: Call, offset) -> tuple[list[int], list[float]]:
     ints: list[int] = []
     floats: list[float] = []
     for kind, _ in KERNELS[call.kernel].params:
-        if kind == "step":
+        if kind in IMPLICIT:
             continue
         operand = next(operands)
         if kind in ("m", "v"):
@@ -79,6 +80,9 @@ class Lowered:
     buffers: list[Value] = field(default_factory=list)       # values that need arena space
     views: dict[int, int] = field(default_factory=dict)      # reshape output id -> input id
     scratch: list[list[Value]] = field(default_factory=list)  # per group: workspaces its calls use
+    # training: the first group of the update phase, and what the phases exchange (compiler/phases.py)
+    update_group: int = 0
+    exchanged: list[Value] = field(default_factory=list)
 
 
 def lower_graph(graph: Graph, formulas) -> Lowered:
@@ -86,6 +90,8 @@ def lower_graph(graph: Graph, formulas) -> Lowered:
     formula ops' kernels in the interpreter's slots."""
     out = Lowered(graph)
     ops = graph.ops
+    cut = phases(graph) if graph.name == "train" else None
+    index_of = {id(op): i for i, op in enumerate(ops)}
     consumed: set[int] = set()
     for index, op in enumerate(ops):
         if id(op) in consumed:
@@ -105,6 +111,11 @@ def lower_graph(graph: Graph, formulas) -> Lowered:
 
         calls = [formulas.add(c.op) if isinstance(c, Formula) else c for c in LOWERINGS[op.prim](op, ahead)]
         group = [op] + taken
+        if cut is not None:
+            sides = {index_of[id(member)] >= cut.split for member in group}
+            assert len(sides) == 1, f"{op.prim} is fused across the cut before the optimizer"
+            if not sides.pop():
+                out.update_group = len(out.groups) + 1
         out.groups.append(group)
         out.calls.append(calls)
         out.scratch.append([operand.value for call in calls if isinstance(call, Call) for operand in call.operands
@@ -114,6 +125,8 @@ def lower_graph(graph: Graph, formulas) -> Lowered:
                 out.views[member.out.id] = member.inputs[0].id
             else:
                 out.buffers += [v for v in member.outputs if v not in out.buffers]
+    if cut is not None:
+        out.exchanged = cut.exchanged
     return out
 
 
@@ -143,6 +156,8 @@ class Table:
     out: int                    # offset of the prediction (predict), else -1
     floats_size: int            # arena elements needed
     ints_size: int
+    update_row: int = 0         # training: the first row of the update phase
+    exchanged: list[tuple[int, int]] = field(default_factory=list)    # its (offset, elements) to exchange
 
 
 def build_table(low: Lowered, batch: int, persistent: dict[str, int], start: int,
@@ -186,7 +201,10 @@ def build_table(low: Lowered, batch: int, persistent: dict[str, int], start: int
         return where[vid]
 
     rows: list[tuple[int, list[int], list[float]]] = []
-    for calls in low.calls:
+    update_row = None
+    for group, calls in enumerate(low.calls):
+        if group == low.update_group:
+            update_row = len(rows)
         for call in calls:
             if isinstance(call, FormulaCall):
                 ints = [offset(v) if isinstance(v, Value) else int(v) for v in call.ints]
@@ -205,4 +223,5 @@ def build_table(low: Lowered, batch: int, persistent: dict[str, int], start: int
     return Table(np.array([r[0] for r in rows], np.int64), ints, floats, np.array(results, np.int64),
                  x_at, y_at, 0 if y is None else (1 if y.dtype == "i64" else 2),
                  offset(graph.outputs["prediction"]) if predict else -1,
-                 sizes["f32"], max(sizes["i64"], 1))
+                 sizes["f32"], max(sizes["i64"], 1), len(rows) if update_row is None else update_row,
+                 [(offset(v), elements(v.shape, batch)) for v in low.exchanged])

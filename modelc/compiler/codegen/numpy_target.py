@@ -8,22 +8,33 @@ import numpy as np
 from modelc.compiler.codegen import Backend
 from modelc.compiler.formulas import LR_SCALE, LR_SCALE_DEFAULT
 from modelc.compiler.ir import Graph
+from modelc.compiler.phases import phases
 from modelc.compiler.primitives import PRIMITIVES
 
 
 def run_graph(graph: Graph, env: dict[int, np.ndarray], lr_scale: float = LR_SCALE_DEFAULT) -> dict[str, np.ndarray]:
     """Execute `graph` with `env` (value id -> array) holding its inputs, params and state;
     the optimizer updates scale their learning rate by `lr_scale`."""
-    for op in graph.ops:
-        attrs = {**op.attrs, LR_SCALE: lr_scale} if PRIMITIVES[op.prim].kind == "update" else op.attrs
-        result = PRIMITIVES[op.prim].impl(*(env[v.id] for v in op.inputs), **attrs)
+    run_ops(graph.ops, env, lr_scale)
+    return {key: env[v.id] for key, v in graph.outputs.items()}
+
+
+def run_ops(ops, env: dict[int, np.ndarray], lr_scale: float = LR_SCALE_DEFAULT, first_row: int = 0) -> None:
+    """Execute `ops` in order on `env`; `first_row` is where the batch starts in the global batch."""
+    for op in ops:
+        primitive = PRIMITIVES[op.prim]
+        attrs = op.attrs
+        if primitive.kind == "update":
+            attrs = {**attrs, LR_SCALE: lr_scale}
+        elif primitive.by_row:
+            attrs = {**attrs, "first_row": first_row}
+        result = primitive.impl(*(env[v.id] for v in op.inputs), **attrs)
         if not op.outputs:
             continue
         if len(op.outputs) == 1:
             result = (result,)
         for value, array in zip(op.outputs, result):
             env[value.id] = array
-    return {key: env[v.id] for key, v in graph.outputs.items()}
 
 
 class NumpyBackend(Backend):
@@ -37,6 +48,7 @@ class NumpyBackend(Backend):
         self.dtype = dtype
         self.params: dict[str, np.ndarray] = {}
         self.state: dict[str, np.ndarray] = {}
+        self._pending: dict[int, np.ndarray] | None = None     # data-parallel: the gradient phase's values
 
     def load_state(self, params, state):
         self.params = {k: np.array(v, dtype=self.dtype) for k, v in params.items()}
@@ -70,6 +82,22 @@ class NumpyBackend(Backend):
             out = run_graph(graph, env, lr_scale)
             totals += [float(out[k]) * len(index) for k in self.program.result_names]
         return totals
+
+    def gradient_step(self, data, rows, first_row, step):
+        x, y = data
+        graph = self.program.train
+        cut = phases(graph)
+        env = self._feed(graph, self._env(graph), x[rows], y[rows], step)
+        run_ops(graph.ops[:cut.split], env, first_row=first_row)
+        self._pending = env
+        return np.array([float(env[graph.outputs[k].id]) * len(rows) for k in self.program.result_names])
+
+    def _exchanged(self):
+        return [self._pending[v.id] for v in phases(self.program.train).exchanged]
+
+    def update_step(self, step, lr_scale=LR_SCALE_DEFAULT):
+        graph = self.program.train
+        run_ops(graph.ops[phases(graph).split:], self._pending, lr_scale)
 
     def evaluate(self, data, batch_size):
         x, y = data

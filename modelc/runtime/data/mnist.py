@@ -191,7 +191,7 @@ def read_mnist(data_dir: str | None = None, *, quiet: bool = False,
 
 def _store(cache: Path, filename: str, data: bytes, say: Callable[[str], None]) -> None:
     try:
-        atomic_write(cache / filename, data, make_folder=True)
+        atomic_write(cache / filename, data, make_folder=True, every_rank=True)
     except OSError as e:            # the data is good; a read-only cache only costs a later re-download
         say(f"cannot write {cache / filename}: {e.strerror or e}; set MODELC_CACHE_DIR to a writable folder")
 
