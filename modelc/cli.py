@@ -17,6 +17,7 @@ from pathlib import Path
 
 from modelc.cli_common import load_model, load_program, note
 from modelc.cli_models import check_plot_flag, draw_curves, register
+from modelc.cli_ranks import add_flag, run_as_rank, say, start_job
 from modelc.errors import ModelcError
 
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -190,6 +191,9 @@ def _write_outputs(args, model, result) -> None:
 
 def cmd_train(args) -> int:
     from modelc.runtime import training
+    code = start_job(args)
+    if code is not None:
+        return code
     model = load_model(args, seed=None if args.resume else args.seed)
     training.check_static(model.program, model.settings)
     if args.monitor is not None:
@@ -336,10 +340,23 @@ def cmd_predict(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from modelc.runtime import verify as checks
     from modelc.runtime.verify import verify
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    code = start_job(args)
+    if code is not None:
+        return code
+    if args.ranks is not None:
+        from modelc.runtime.verify_ranks import verify_ranks
+        report = verify_ranks(load_program(args.spec), args.targets or "cpu", steps=args.steps,
+                              batch=args.batch, seed=args.seed, rtol=args.tolerance or checks.RANKS_RTOL,
+                              data_dir=args.data, quiet=args.quiet,
+                              base_dir=os.path.dirname(os.path.abspath(args.spec)))
+        if report is not None:      # rank 0's
+            print(report.text())
+        return EXIT_OK if report is None or report.passed else EXIT_FAILED
+    targets = [t.strip() for t in (args.targets or "numpy,cpu").split(",") if t.strip()]
     report = verify(load_program(args.spec), targets, steps=args.steps, batch=args.batch, seed=args.seed,
-                    rtol=args.tolerance, data_dir=args.data, quiet=args.quiet,
+                    rtol=args.tolerance or checks.RTOL, data_dir=args.data, quiet=args.quiet,
                     base_dir=os.path.dirname(os.path.abspath(args.spec)))
     print(report.text())
     return EXIT_OK if report.passed else EXIT_FAILED
@@ -431,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="CHECKPOINT.npz", help="continue the training a checkpoint stopped "
                    "at, up to the spec's (or --epochs') last epoch")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    add_flag(p)
 
     p = add("eval", cmd_eval, "evaluate trained weights on the spec's test data")
     p.add_argument("spec", metavar="SPEC")
@@ -451,15 +469,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("verify", cmd_verify, "train N steps on several targets from the same start and compare")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--targets", default="numpy,cpu", help="comma-separated; the first is the reference "
-                   "(default: numpy,cpu)")
+    p.add_argument("--targets", help="comma-separated; the first is the reference "
+                   "(default: numpy,cpu; with --ranks, the one target: cpu)")
     p.add_argument("--steps", type=_positive, default=verify.STEPS, help=f"default {verify.STEPS}")
     p.add_argument("--batch", type=_positive, help="default: the spec's")
     p.add_argument("--seed", type=_non_negative, help="default: the spec's")
-    p.add_argument("--tolerance", type=_fraction, default=verify.RTOL,
-                   help=f"relative tolerance (default {verify.RTOL:g})")
+    p.add_argument("--tolerance", type=_fraction,
+                   help=f"relative tolerance (default {verify.RTOL:g}; with --ranks {verify.RANKS_RTOL:g})")
     data(p)
     p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--ranks", type=int, metavar="N", help="compare N data-parallel processes (MPI) with one "
+                   "process, on one target; starts mpiexec itself")
 
     p = add("compile", cmd_compile, "compile a spec for a target (and emit PTX for cuda)")
     p.add_argument("spec", metavar="SPEC")
@@ -493,24 +513,32 @@ def _report_bug(err: BaseException) -> int:
     except OSError:
         where = None
     kind = "ran out of memory" if isinstance(err, MemoryError) else f"{type(err).__name__}: {err}"
-    print(f"modelc: internal error: {kind}\n  this is a bug in modelc; please report it"
-          + (f" with the traceback written to {where}" if where else f"\n{text}"), file=sys.stderr)
+    say(f"modelc: internal error: {kind}\n  this is a bug in modelc; please report it"
+        + (f" with the traceback written to {where}" if where else f"\n{text}"))
     return EXIT_BUG
 
 
 def main(argv: list[str] | None = None) -> int:
+    from modelc.mpi_env import launched
+    if launched()[1] > 1:       # one rank of a data-parallel job
+        return run_as_rank(_main, argv)
+    return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     import signal
     try:
         if threading_main():
             signal.signal(signal.SIGTERM, _terminate)
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         return args.func(args)
     except KeyboardInterrupt:
         done = f" (finished before it: {', '.join(_written)})" if _written else ""
         print(f"\nmodelc: interrupted; nothing half-written was left behind{done}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ModelcError as err:
-        print(str(err), file=sys.stderr)
+        say(str(err))
         return EXIT_USER_ERROR
     except BrokenPipeError:
         # `modelc ir SPEC | head`: the reader left; that is not an error of ours.

@@ -113,6 +113,7 @@ class Model:
         self.stop_training = False
         self._callbacks: list = []            # the last fit's, whose progress a checkpoint keeps
         self._callback_states: list = []      # progress read from a checkpoint, for the next fit
+        self.group = None       # the processes that train it: None is this process's job (parallel.world)
         self.reset(self.settings.seed if seed is None else seed)
 
     # ------------------------------------------------------------ state
@@ -298,7 +299,7 @@ class Model:
                 terminate_on_nan)
         states = self._matching_states(callbacks)
         self._callbacks = callbacks
-        group = parallel.world()
+        group = self.group or parallel.world()
         if group.size == 1:     # one process: the whole-epoch compiled loop
             self.history = fitting.run(fitting.EpochRunner(*args), epochs, initial_epoch, shuffle, callbacks,
                                        after_epoch, states)
@@ -333,7 +334,7 @@ class Model:
     def _evaluate(self, x, y, batch) -> dict[str, float]:
         check_fits(self.program, min(batch, len(x)), self.target, "evaluating")
         data = self.backend.upload(x, y)
-        group = parallel.world()
+        group = self.group or parallel.world()
         sums = (self.backend.evaluate(data, batch) if group.size == 1
                 else parallel.evaluate_shared(group, self.backend, data, batch))
         return self.program.results(sums, len(x))

@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STEPS = 20
 RTOL = 1e-4
+RANKS_RTOL = 1e-5      # N processes against one, on one target: only the sums' order differs
 ATOL = 1e-7
 NOISE = 2.0
 
@@ -132,8 +133,6 @@ def verify(program, targets: Sequence[str], *, steps: int = STEPS, batch: int | 
     """Train `steps` batches of `batch` (default: the spec's) on each target from the weights of
     `seed` (default: the spec's) and compare each with the first. The data is the spec's
     training split, read from `data_dir`/`base_dir` as `Model.load_data` does, or `splits`."""
-    import numpy as np
-    from modelc.runtime.binding import bind
     from modelc.runtime.model import Model, positive_int
     targets = list(targets)
     if len(targets) < 2:
@@ -144,13 +143,7 @@ def verify(program, targets: Sequence[str], *, steps: int = STEPS, batch: int | 
     steps = positive_int(steps, "steps")
     batch = positive_int(settings.batch if batch is None else batch, "batch")
     models = [Model(program, target, seed=seed, data_dir=data_dir, base_dir=base_dir) for target in targets]
-    if splits is None:
-        splits = models[0].load_splits(quiet=quiet)
-    source = str(settings.data) if settings.data is not None else "the data"
-    x, y = bind(program, splits.train.x, splits.train.y, f"the training split of {source}")
-    order = np.arange(steps * batch) % len(x)     # the first batches in order, wrapping round if need be
-    seen = order[:len(x)]                          # the samples trained on, each once
-    train, evaluation = (x[order], y[order]), (x[seen], y[seen])
+    train, evaluation = steps_data(models[0], steps, batch, splits, quiet)
     runs = [_train(model, train, evaluation, batch) for model in models]
     rows = [_rows(program, runs[0], run, rtol, atol) for run in runs[1:]]
     if targets[0] == "numpy" and any(row.status == "FAIL" for group in rows for row in group):
@@ -158,8 +151,24 @@ def verify(program, targets: Sequence[str], *, steps: int = STEPS, batch: int | 
         rows = [_rows(program, runs[0], run, rtol, atol, exact) for run in runs[1:]]
     comparisons = [Comparison(run.target, runs[0].target, run.seconds, runs[0].seconds, group)
                    for run, group in zip(runs[1:], rows)]
-    return VerifyReport(program.spec.source.filename, targets, steps, batch, models[0].seed, len(order),
+    return VerifyReport(program.spec.source.filename, targets, steps, batch, models[0].seed, steps * batch,
                         rtol, atol, comparisons)
+
+
+def steps_data(model: Model, steps: int, batch: int, splits=None, quiet: bool = False) -> tuple[tuple, tuple]:
+    """What `steps` batches of `batch` train on: the first samples of the spec's training split in
+    order (wrapping round if need be), and those samples once each, to evaluate on after."""
+    import numpy as np
+    from modelc.runtime.binding import bind
+    program = model.program
+    if splits is None:
+        splits = model.load_splits(quiet=quiet)
+    data = model.settings.data
+    x, y = bind(program, splits.train.x, splits.train.y,
+                f"the training split of {data if data is not None else 'the data'}")
+    order = np.arange(steps * batch) % len(x)
+    seen = order[:len(x)]
+    return (x[order], y[order]), (x[seen], y[seen])
 
 
 def _train(model: Model, train: tuple, evaluation: tuple, batch: int) -> _Run:
