@@ -55,7 +55,7 @@ def say(text: str) -> None:
     from modelc.mpi_env import launched
     rank, size = launched()
     if size > 1:
-        text = text.replace("modelc: ", f"modelc: rank {rank} of {size}: ", 1)
+        text = f"modelc: rank {rank} of {size}: " + (text[len("modelc: "):] if text.startswith("modelc: ") else text)
         if rank != 0:
             time.sleep(GRACE)
     print(text, file=_errors or sys.stderr, flush=True)

@@ -10,3 +10,7 @@ def main() -> int:
     except KeyboardInterrupt:
         sys.stderr.write("\nmodelc: interrupted\n")
         return 130
+
+
+if __name__ == "__main__":     # python -m modelc.entry: how --ranks starts each rank (under python -m mpi4py)
+    sys.exit(main())
