@@ -85,13 +85,16 @@ def ptx_check(arch: tuple[int, int] = (8, 0)) -> tuple[bool, str]:
 
 def _extras() -> list[tuple[str, str]]:
     """Each optional extra: its packages' versions, or how to install them."""
-    from modelc.extras import EXTRAS, missing
+    from modelc.extras import EXTRAS, PROGRAMS, missing
     rows = []
     for extra, packages in EXTRAS.items():
-        absent = missing(extra)
-        found = ", ".join(f"{name} {_version(name)}" for name in packages if name not in absent)
+        programs = PROGRAMS.get(extra, ())
+        absent = missing(extra) + [name for name in programs if _version(name) is None]
+        found = ", ".join(f"{name} {_version(name)}" for name in packages + programs if name not in absent)
         rows.append((f"[{extra}]", found if not absent else
                      (found + "; " if found else "") + f"missing {', '.join(absent)}: pip install 'modelc[{extra}]'"))
+    from modelc.launch import mpi_report
+    rows.append(("MPI", mpi_report()))
     import shutil
     dot = shutil.which("dot")
     rows.append(("graphviz", f"dot at {dot} (modelc plot to .svg/.png/.pdf)" if dot else

@@ -11,7 +11,11 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "keras": ("h5py",),                  # modelc from-keras reads the weights file with h5py
     "onnx": ("onnx", "onnxruntime"),     # modelc export builds with onnx; onnxruntime checks the result
     "plot": ("matplotlib",),             # modelc plot HISTORY, modelc train --plot
+    "mpi": ("mpi4py",),                  # modelc train --ranks N, mpiexec -n N modelc train
 }
+# Distributions an extra installs that are programs and libraries, not Python modules: the
+# MPICH wheel puts mpiexec beside python and libmpi where mpi4py finds it (doctor reports it).
+PROGRAMS: dict[str, tuple[str, ...]] = {"mpi": ("mpich",)}
 
 
 def _importable(name: str) -> bool:
