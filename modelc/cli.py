@@ -157,7 +157,8 @@ def _save_interrupted(args, model) -> None:
     _written.append(path)
     print(f"\nmodelc: interrupted; epoch {model.epochs_done} was the last to finish, saved to {path}\n"
           f"  resume with: modelc train {args.spec} --resume {path}"
-          + (f" --target {args.target}" if args.target != "cpu" else ""), file=sys.stderr)
+          + (f" --target {args.target}" if args.target != "cpu" else "")
+          + (f" --ranks {args.ranks}" if getattr(args, "ranks", None) else ""), file=sys.stderr)
 
 
 def _history_writer(args):
