@@ -19,7 +19,7 @@ import time
 
 from modelc.errors import ModelcError
 
-GRACE = 2.0
+GRACE = 5.0     # longer than ranks drift apart on the way to the same error, even on a busy machine
 AGREED = (0, 1, 130)    # outcomes every rank reaches at the same point: no abort needed
 
 
@@ -80,6 +80,9 @@ def run_as_rank(main, argv) -> int:
         sys.stdout = sys.stderr = open(os.devnull, "w")
     code = main(argv)
     if code in AGREED:
+        # Every rank ends here; none may go first: under `python -m mpi4py` a non-zero exit is an
+        # MPI_Abort, which would cut rank 0 off while it still writes the outputs or a checkpoint.
+        group.barrier()
         launch.rank_done(group.rank)
         return code
     launch.rank_error(group.rank, f"exit code {code}")

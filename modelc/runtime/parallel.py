@@ -48,6 +48,9 @@ class Group:
         """Every rank's `value`, in rank order, on every rank."""
         return [value]
 
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+
     def abort(self, code: int) -> None:
         """End every rank of the job now."""
         raise SystemExit(code)
@@ -69,6 +72,9 @@ class MpiGroup(Group):
 
     def gather(self, value):
         return self.comm.allgather(value)
+
+    def barrier(self):
+        self.comm.Barrier()
 
     def abort(self, code):
         self.comm.Abort(code)
@@ -155,11 +161,15 @@ def deferred_interrupts(flag: StopFlag):
         yield
         return
     previous = {s: signal.signal(s, flag.note) for s in (signal.SIGINT, signal.SIGTERM)}
+    stopping = False
     try:
         yield
+    except KeyboardInterrupt:       # the ranks agreed to stop: a signal that follows (a second
+        stopping = True             # Ctrl-C, mpiexec's forward of the first) must not cut the save
+        raise
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_IGN if stopping else handler)
 
 
 # ---------------------------------------------------------------- the training loop
