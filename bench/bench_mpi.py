@@ -63,8 +63,8 @@ def worker(args) -> dict:
     out = {"ranks": group.size, "epoch_s": min(seconds), "samples": len(x), "batch": model.settings.batch,
            "loss": model.history.epochs[-1]["loss"]}
     if group.size > 1:
-        buffer = np.zeros(sum(int(np.prod(v.shape)) for v in parallel._exchanged(model.program))
-                          + len(model.program.result_names) + 1, np.float32)
+        buffer = np.zeros(parallel.exchange_size(model.program) + len(model.program.result_names) + 1,
+                          np.float32)
         group.allreduce(buffer)
         start = time.perf_counter()
         for _ in range(ALLREDUCE_REPEATS):

@@ -186,7 +186,7 @@ class ParallelRunner(EpochRunner):
                          terminate_on_nan)
         self.group = group
         self.flag = StopFlag()
-        self.exchange = sum(int(np.prod(v.shape, dtype=np.int64)) for v in _exchanged(model.program))
+        self.exchange = exchange_size(model.program)
         self.results = len(model.program.result_names)
         self.buffer = np.zeros(self.exchange + self.results + 1, np.float32)
 
@@ -233,9 +233,11 @@ class ParallelRunner(EpochRunner):
         return {f"val_{k}": v for k, v in program.results(sums, self.val_n).items()}
 
 
-def _exchanged(program):
+def exchange_size(program) -> int:
+    """Elements of the values the phases of `program`'s training graph exchange (the buffer
+    holds them, then the result sums and the stop flag)."""
     from modelc.compiler.phases import phases
-    return phases(program.train).exchanged
+    return sum(int(np.prod(v.shape, dtype=np.int64)) for v in phases(program.train).exchanged)
 
 
 def evaluate_shared(group: Group, backend, data, batch: int) -> np.ndarray:
