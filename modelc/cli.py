@@ -380,6 +380,18 @@ def cmd_compile(args) -> int:
         return EXIT_OK
     if args.arch:
         raise ModelcError("--arch goes with --emit-ptx DIR")
+    if args.target == "cuda":
+        from modelc.compiler.codegen.cuda_env import cuda_available
+        from modelc.compiler.codegen.cuda_plan import plans_text
+        from modelc.compiler.codegen.cuda_planner import plans_for
+        from modelc.runtime.training import settings
+        weights = sum(p.value.sample_size() for p in program.params) + sum(v.sample_size() for v in program.state)
+        print(plans_text(plans_for(program), weights, settings(program.spec).batch))
+        ok, reason = cuda_available()
+        if not ok:
+            note(f"no GPU here ({reason.rstrip('.')}), so planned only: the kernels compile on a GPU's "
+                 "first use, and --emit-ptx DIR compiles them to PTX here")
+            return EXIT_OK
     model = load_model(args, program=program)
     seconds = model.warm_up()
     print(f"ok: {args.spec} compiled for {args.target} in {seconds:.2f}s")

@@ -41,6 +41,7 @@ from modelc.compiler.codegen.cuda_harness import run_graph as cuda_run  # noqa: 
 from modelc.compiler.codegen.cuda_plan import GPU_CONFIG, SIM_CONFIG  # noqa: E402
 from modelc.compiler.codegen.cuda_planner import plan_graph  # noqa: E402
 from modelc.compiler.codegen.numpy_target import run_graph as numpy_run  # noqa: E402
+from modelc.errors import ModelcError  # noqa: E402
 
 assert _numba_config.ENABLE_CUDASIM, "numba did not pick up NUMBA_ENABLE_CUDASIM"
 # The backend locks the simulator's shared-array allocation (a race in numba-cuda
@@ -224,6 +225,87 @@ def _():
     from modelc.grammar.parser import parse_file
     path = HERE.parent / "specs" / "blobs.model"
     return compare_training(build_program(parse_file(path)), 24, 3)[0]
+
+
+def _program(text: str):
+    from modelc.compiler.build import build_program
+    from modelc.grammar.parser import parse
+    return build_program(parse(text, "<spec>"))
+
+
+DEEP = """
+model deep
+input  x: f32[3]
+target y: int[] classes 2
+network { x -> DENSE -> dense(2, softmax) => p }
+loss      sparse_categorical_crossentropy(y, p)
+optimizer adam(lr=0.01, global_clipnorm=0.5)
+""".replace("DENSE", " -> ".join(["dense(3, tanh)"] * 8))
+
+
+@spec_check("the optimizer split in two kernels before its arguments pass 4 KB: 18 parameters, adam, "
+            "global clipnorm")
+def _():
+    prog = _program(DEEP)
+    updates = [k for k in plan_graph(prog.train, SIM_CONFIG).kernels if "_update_" in k.name]
+    if len(updates) < 2 or max(k.param_bytes() for k in updates) > 4096:
+        raise Mismatch(f"update kernels take {[k.param_bytes() for k in updates]} bytes of arguments")
+    return compare_training(prog, 12, 2, batch=6)[0]
+
+
+@spec_check("evaluate and predict past the grid's rows (y limited to 2 blocks here): launches that fit")
+def _():
+    from modelc.compiler.codegen import cuda_plan
+    limit, cuda_plan.GRID_YZ = cuda_plan.GRID_YZ, 2
+    try:
+        return compare_training(cuda_cases.program("blobs"), 40, 1, batch=40)[0]
+    except ModelcError as err:       # training at 40 rows is refused: one step's batch cannot be split
+        if "more than one launch of this model's kernels can take" not in str(err):
+            raise
+        prog = cuda_cases.program("blobs")
+        backend = CudaBackend(prog)
+        reference = get_backend("numpy", prog)
+        rng = np.random.default_rng(2)
+        params = {i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out) for i in prog.params}
+        state = {v.name: np.zeros(v.shape, np.float32) for v in prog.state}
+        x, y = cuda_cases.spec_data(prog, 40, rng)
+        worst = 0.0
+        for b in (backend, reference):
+            b.load_state(params, state)
+        for what in ("evaluate", "predict"):
+            got = getattr(backend, what)(backend.upload(x, y), 40)
+            want = getattr(reference, what)(reference.upload(x, y), 40)
+            worst = max(worst, compare(what, got, want, TRAIN_RTOL, TRAIN_ATOL))
+        return worst
+    finally:
+        cuda_plan.GRID_YZ = limit
+
+
+@spec_check("MODELC_CUDA_SYNC=1: a kernel that fails is named, with its grid, block and batch")
+def _():
+    prog = cuda_cases.program("blobs")
+    backend = CudaBackend(prog)
+    rng = np.random.default_rng(4)
+    backend.load_state({i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out)
+                        for i in prog.params}, {v.name: np.zeros(v.shape, np.float32) for v in prog.state})
+    x, y = cuda_cases.spec_data(prog, 8, rng)
+    data = backend.upload(x, y)
+    graph = backend._graph("train")
+    graph.sync = True
+    backend.train(data, np.arange(8), 8, 0, 1, 0)       # synchronised, it trains as before
+    launchers = graph._launchers(8)
+
+    def fault(*_args):
+        raise RuntimeError("an illegal memory access was encountered")
+    graph._launchers = lambda nb: launchers[:2] + [fault] + launchers[3:]
+    try:
+        backend.train(data, np.arange(8), 8, 0, 1, 1)
+    except ModelcError as err:
+        name = graph.plan.kernels[2].name
+        if name not in str(err) or "block" not in str(err) or "8 rows from row 0, update 1" not in str(err):
+            raise Mismatch(f"the message does not say where: {err}")
+        return 0.0
+    raise Mismatch("the fault was not reported")
 
 
 def main(argv) -> int:

@@ -10,6 +10,7 @@ arguments), and reads the loss and metric sums back once at the end.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -54,6 +55,9 @@ class DeviceGraph:
         self.bound = None
         self.simulated = simulator_enabled()
         self._configs: dict[int, list] = {}
+        # MODELC_CUDA_SYNC=1: wait for each kernel, so a fault names it instead of surfacing
+        # at the epoch's end (a debugging mode: every launch then costs a round trip)
+        self.sync = os.environ.get("MODELC_CUDA_SYNC") == "1"
 
     def ensure(self, batch: int):
         """Buffers for `batch` rows; reallocated only when a larger batch arrives."""
@@ -130,7 +134,18 @@ class DeviceGraph:
                     args[i] = data.x if src[1] == "x" else data.y
                 elif src[0] == "opt":
                     args[i] = scalars[src[1]][src[2]]
-            launchers[n](*args)
+            if not self.sync:
+                launchers[n](*args)
+                continue
+            try:
+                launchers[n](*args)
+                self.backend.stream.synchronize()
+            except Exception as err:     # noqa: BLE001 - a device fault, named with where it happened
+                k = self.plan.kernels[n]
+                raise ModelcError(f"cuda kernel {k.name} failed (grid {k.grid_dims(nb)}, block {k.block}, "
+                                  f"{nb} rows from row {off}, update {step}): {type(err).__name__}: {err}",
+                                  hint="run 'modelc doctor'; if it is fine, this is a bug in modelc's cuda "
+                                       "target: please report it with this message") from None
         return len(launchers)
 
 
@@ -250,7 +265,12 @@ class CudaBackend(Backend):
     def train(self, data, order, batch_size, first_batch, last_batch, step, lr_scale=LR_SCALE_DEFAULT):
         data = self._resident(data)
         graph = self._graph("train")
-        graph.ensure(max(1, min(batch_size, len(order))))     # buffers by the data's size, not the batch
+        rows, most = max(1, min(batch_size, len(order))), graph.plan.max_rows()
+        if rows > most:
+            raise ModelcError(f"a batch of {rows:,} rows is more than one launch of this model's kernels can "
+                              f"take on the GPU ({most:,}: a grid has at most 65,535 blocks along y)",
+                              hint=f"train with a batch of {most:,} or less")
+        graph.ensure(rows)     # buffers by the data's size, not the batch
         idx = self._order_on_device(order)
         sums = self._sums(graph.plan)
         with self._pace:
@@ -265,6 +285,7 @@ class CudaBackend(Backend):
     def evaluate(self, data, batch_size):
         data = self._resident(data)
         graph = self._graph("evaluate")
+        batch_size = min(batch_size, graph.plan.max_rows())    # the sums do not depend on the batch
         graph.ensure(min(batch_size, max(1, data.n)))
         sums = self._sums(graph.plan)
         with self._pace:
@@ -275,6 +296,7 @@ class CudaBackend(Backend):
     def predict(self, data, batch_size):
         data = self._resident(data)
         graph = self._graph("predict")
+        batch_size = min(batch_size, graph.plan.max_rows())
         graph.ensure(min(batch_size, max(1, data.n)))
         kind, vid = graph.plan.outputs["prediction"]
         out_value = graph.plan.buffers[vid]

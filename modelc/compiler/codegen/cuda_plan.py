@@ -85,6 +85,14 @@ def _cdiv(a: int, b: int) -> int:
 
 # ---------------------------------------------------------------- the plan
 
+GRID_X, GRID_YZ = 2 ** 31 - 1, 65535     # blocks per launch along x, and along y or z
+# Bytes a kernel argument takes in the launch's parameter buffer: numba passes a 1-D array as a
+# struct of 7 words (meminfo, parent, size, itemsize, data, shape, stride). The buffer holds 4 KB
+# on every GPU numba-cuda supports (newer drivers allow more; modelc does not count on it).
+ARG_BYTES = {"f32[]": 56, "i64[]": 56, "f64[]": 56, "i64": 8, "f32": 4}
+PARAM_BYTES = 4096
+
+
 @dataclass
 class KParam:
     """A kernel argument: its name in the source, its numba type and where the host finds it.
@@ -124,6 +132,9 @@ class Kernel:
 
     def grid_dims(self, nb: int) -> tuple[int, ...]:
         return tuple(e.blocks(nb) for e in self.grid)
+
+    def param_bytes(self) -> int:
+        return sum(ARG_BYTES[p.type] for p in self.params)
 
     def signature_text(self) -> str:
         names = {"f32[]": "float32[::1]", "i64[]": "int64[::1]", "f64[]": "float64[::1]",
@@ -177,3 +188,31 @@ class Plan:
 
     def describe(self) -> str:
         return "\n".join(k.describe() for k in self.kernels)
+
+    def max_rows(self) -> int:
+        """The most rows one launch of every kernel can take: a grid's y and z axes stop at
+        GRID_YZ blocks, its x axis at GRID_X (matrix products tile rows on y)."""
+        limit = GRID_X
+        for k in self.kernels:
+            for axis, e in enumerate(k.grid):
+                if e.per_batch:
+                    cap = GRID_X if axis == 0 else GRID_YZ
+                    limit = min(limit, (cap * e.div - e.fixed) // e.per_batch)
+        return max(1, limit)
+
+
+def plans_text(plans: dict[str, Plan], weights: int, batch: int) -> str:
+    """What `modelc compile --target cuda` prints: each graph's launches and the device memory
+    it holds at `batch` rows (its buffers, then the parameters and optimizer state, `weights`
+    float32 elements, resident once for every graph)."""
+    lines = []
+    for name, plan in plans.items():
+        per = "per step" if name == "train" else "per batch"
+        buffers = sum(b.per_row * (batch if b.batched else 1) * (8 if b.dtype == "i64" else 4)
+                      for b in plan.buffers.values())
+        lines.append(f"{name}: {len(plan.kernels)} launches {per}, {buffers / 2 ** 20:.2f} MiB of buffers at "
+                     f"batch {batch}, at most {plan.max_rows():,} rows per launch")
+        lines += [f"  {k.name}  grid ({', '.join(map(str, k.grid))})  block {k.block}  "
+                  f"{k.param_bytes()} B of arguments" for k in plan.kernels]
+    lines.append(f"weights and optimizer state: {weights * 4 / 2 ** 20:.2f} MiB, resident")
+    return "\n".join(lines)

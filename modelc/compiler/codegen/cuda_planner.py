@@ -26,8 +26,8 @@ from __future__ import annotations
 from modelc.compiler.codegen import cuda_image, cuda_norm
 from modelc.compiler.codegen.cuda_emit import At, KernelBuilder, RowBuilder, ident
 from modelc.compiler.codegen.cuda_formulas import UPDATES
-from modelc.compiler.codegen.cuda_plan import (GPU_CONFIG, Buffer, CudaCodegenError, Extent, Kernel, LaunchConfig,
-                                               Plan, StepScalars, indent, lit, size_of)
+from modelc.compiler.codegen.cuda_plan import (ARG_BYTES, GPU_CONFIG, PARAM_BYTES, Buffer, CudaCodegenError, Extent,
+                                               Kernel, LaunchConfig, Plan, StepScalars, indent, lit, size_of)
 from modelc.compiler.codegen.cuda_rules import LOWERINGS
 from modelc.compiler.ir import BATCH, Graph, Op, Value
 from modelc.compiler.primitives import PRIMITIVES
@@ -490,17 +490,24 @@ class _Planner:
         self.add(k.finish(body, (Extent(S, 0, tpb),), (tpb,), f"{op.prim} on axis {axis}"))
 
     def emit_update(self, group: list[Op]):
-        """One kernel for every parameter: thread i updates element i of the
-        concatenation of all parameters; the segment test uses static offsets."""
+        """One kernel for every parameter (thread i updates element i of the concatenation of
+        the parameters; the segment test uses static offsets), split into several when their
+        arrays would pass the launch's 4 KB of arguments."""
         prim = group[0].prim
         low = UPDATES[prim]
         gi = len(self.step_scalars)
         self.step_scalars.append(StepScalars(prim, dict(group[0].attrs), low.scalars))
+        stateful = len(PRIMITIVES[prim].formula({}).state)
+        per_op = ARG_BYTES["f32[]"] * (3 + stateful)        # w, g, the state, a clip norm's sum of squares
+        room = max(1, (PARAM_BYTES - ARG_BYTES["f32"] * len(low.scalar_names)) // per_op)
+        for first in range(0, len(group), room):
+            self._update_kernel(group[first:first + room], prim, low, gi, stateful)
+
+    def _update_kernel(self, group: list[Op], prim: str, low, gi: int, stateful: int):
         k = self.new_kernel("update", group, prim)
         names = {name: k.param(("opt", gi, j), "f32", name) for j, name in enumerate(low.scalar_names)}
         total = 0
         body = ["i = cuda.grid(1)"]
-        stateful = len(PRIMITIVES[prim].formula({}).state)
         for n, op in enumerate(group):
             w, g, state, extra = op.inputs[0], op.inputs[1], op.inputs[2:2 + stateful], op.inputs[3 + stateful:]
             size = size_of(w.shape)
@@ -541,6 +548,9 @@ class _Planner:
         written: set[int] = set()
         values = {v.id: v for v in self.graph.values()}
         for kern in self.kernels:
+            if kern.param_bytes() > PARAM_BYTES:
+                raise CudaCodegenError(f"kernel {kern.name} takes {kern.param_bytes()} bytes of arguments, "
+                                       f"more than a launch's {PARAM_BYTES}")
             for vid in kern.reads:
                 v = values.get(vid)
                 if v is not None and v.role in ("param", "stat", "state"):
