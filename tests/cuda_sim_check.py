@@ -15,17 +15,27 @@ Shapes are tiny (batch 8, a few units): the simulator runs each GPU thread as a
 Python thread. The exit status is the number of failed checks (0 = all passed).
 
     NUMBA_ENABLE_CUDASIM=1 python tests/cuda_sim_check.py [NAME-SUBSTRING ...]
+    python tests/cuda_sim_check.py --device [--json] [NAME-SUBSTRING ...]
+
+`--device` runs the same checks on a real GPU with the GPU's launch configuration
+(tests/test_cuda_device.py, bench/gpu_check.sh); `--json` prints one JSON line per
+check instead of the text lines.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
 
-if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-    sys.exit("run with NUMBA_ENABLE_CUDASIM=1 (the simulator must be chosen before numba is imported)")
+DEVICE = "--device" in sys.argv[1:]
+if DEVICE and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    sys.exit("--device runs on a real GPU: unset NUMBA_ENABLE_CUDASIM")
+if not DEVICE and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+    sys.exit("run with NUMBA_ENABLE_CUDASIM=1 (the simulator must be chosen before numba is imported), "
+             "or with --device on a machine with a GPU")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -43,7 +53,12 @@ from modelc.compiler.codegen.cuda_planner import plan_graph  # noqa: E402
 from modelc.compiler.codegen.numpy_target import run_graph as numpy_run  # noqa: E402
 from modelc.errors import ModelcError  # noqa: E402
 
-assert _numba_config.ENABLE_CUDASIM, "numba did not pick up NUMBA_ENABLE_CUDASIM"
+assert _numba_config.ENABLE_CUDASIM or DEVICE, "numba did not pick up NUMBA_ENABLE_CUDASIM"
+if DEVICE:
+    from modelc.compiler.codegen.cuda_env import cuda_available  # noqa: E402
+    _ok, _reason = cuda_available()
+    if not _ok:
+        sys.exit(f"--device needs an NVIDIA GPU with its driver: {_reason}")
 # The backend locks the simulator's shared-array allocation (a race in numba-cuda
 # 0.30's simulator) and paces its threads; cuda_harness.run_graph does the same.
 prepare_simulator()
@@ -308,8 +323,19 @@ def _():
     raise Mismatch("the fault was not reported")
 
 
+def _report(as_json: bool, name: str, worst: float | None, seconds: float, error: str | None) -> None:
+    if as_json:
+        print(json.dumps({"check": name, "ok": error is None, "max_abs_error": worst, "seconds": round(seconds, 3),
+                          "error": error}), flush=True)
+    elif error is None:
+        print(f"ok   {name}  (max abs error {worst:.2g}, {seconds:.1f} s)", flush=True)
+    else:
+        print(f"FAIL {name}: {error}", flush=True)
+
+
 def main(argv) -> int:
-    wanted = [a.lower() for a in argv]
+    as_json = "--json" in argv
+    wanted = [a.lower() for a in argv if a not in ("--json", "--device")]
     checks = [(name, (lambda build=build: check_case(build()))) for name, build in cuda_cases.CASES]
     checks += SPEC_CHECKS
     failures = ran = 0
@@ -320,15 +346,17 @@ def main(argv) -> int:
         ran += 1
         t0 = time.perf_counter()
         try:
-            worst = fn()
-            print(f"ok   {name}  (max abs error {worst:.2g}, {time.perf_counter() - t0:.1f} s)", flush=True)
+            worst, error = fn(), None
         except Mismatch as err:
-            failures += 1
-            print(f"FAIL {name}: {err}", flush=True)
+            worst, error = None, str(err)
         except Exception:
-            failures += 1
-            print(f"FAIL {name}: crashed\n{traceback.format_exc()}", flush=True)
-    print(f"{ran} checks, {failures} failed, {time.perf_counter() - start:.1f} s", flush=True)
+            worst, error = None, f"crashed\n{traceback.format_exc()}"
+        failures += error is not None
+        _report(as_json, name, worst, time.perf_counter() - t0, error)
+    summary = {"checks": ran, "failed": failures, "seconds": round(time.perf_counter() - start, 1),
+               "where": "device" if DEVICE else "simulator"}
+    print(json.dumps({"check": "summary", "ok": failures == 0, **summary}) if as_json else
+          f"{ran} checks, {failures} failed, {summary['seconds']} s", flush=True)
     return failures
 
 

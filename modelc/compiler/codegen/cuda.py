@@ -111,8 +111,10 @@ class DeviceGraph:
         return self._configs[nb]
 
     def launch(self, data: CudaData, idx, off: int, nb: int, step: int, sums,
-               lr_scale: float = LR_SCALE_DEFAULT) -> int:
-        """Queue one batch's kernels on the backend's stream; returns the launch count."""
+               lr_scale: float = LR_SCALE_DEFAULT, events: list | None = None) -> int:
+        """Queue one batch's kernels on the backend's stream; returns the launch count. With
+        `events` (a list), a pair of CUDA events recorded around each kernel is appended to it,
+        (kernel name, start, end), for timing each kernel on the device (bench/gpu_check.py)."""
         if self.bound is None:
             self._bind()
         scalars = [s.values(step, lr_scale) for s in self.plan.step_scalars]
@@ -134,6 +136,13 @@ class DeviceGraph:
                     args[i] = data.x if src[1] == "x" else data.y
                 elif src[0] == "opt":
                     args[i] = scalars[src[1]][src[2]]
+            if events is not None:
+                start, end = self.cuda.event(), self.cuda.event()
+                start.record(self.backend.stream)
+                launchers[n](*args)
+                end.record(self.backend.stream)
+                events.append((self.plan.kernels[n].name, start, end))
+                continue
             if not self.sync:
                 launchers[n](*args)
                 continue
