@@ -109,6 +109,8 @@ def report() -> str:
         ("numba", _version("numba") or "not installed"),
         ("numba-cuda", _version("numba-cuda") or "not installed"),
         ("cuda-bindings", _version("cuda-bindings") or "not installed"),
+        ("cuda-core", _version("cuda-core") or "not installed"),
+        ("NVVM (PyPI)", _version("nvidia-cuda-nvcc-cu12") or "not installed"),
         *_extras(),
         ("simulator", "on (NUMBA_ENABLE_CUDASIM=1)" if simulator_enabled() else "off"),
     ]
