@@ -342,7 +342,6 @@ def cmd_predict(args) -> int:
 
 def cmd_verify(args) -> int:
     from modelc.runtime import verify as checks
-    from modelc.runtime.verify import verify
     code = start_job(args)
     if code is not None:
         return code
@@ -356,7 +355,7 @@ def cmd_verify(args) -> int:
             print(report.text())
         return EXIT_OK if report is None or report.passed else EXIT_FAILED
     targets = [t.strip() for t in (args.targets or "numpy,cpu").split(",") if t.strip()]
-    report = verify(load_program(args.spec), targets, steps=args.steps, batch=args.batch, seed=args.seed,
+    report = checks.verify(load_program(args.spec), targets, steps=args.steps, batch=args.batch, seed=args.seed,
                     rtol=args.tolerance or checks.RTOL, data_dir=args.data, quiet=args.quiet,
                     base_dir=os.path.dirname(os.path.abspath(args.spec)))
     print(report.text())

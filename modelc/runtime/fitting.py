@@ -98,8 +98,7 @@ class EpochRunner:
     def train_epoch(self, order, progress: Progress) -> tuple[np.ndarray, bool]:
         """The epoch's sums, and whether the loss went non-finite (then the rest is skipped)."""
         totals = np.zeros(len(self.model.program.result_names))
-        target = CHUNK_SECONDS if progress.live else QUIET_CHUNK_SECONDS
-        chunk = max(1, -(-self.batches // (MIN_CHUNKS_PER_EPOCH * 5))) if progress.live else 1
+        chunk = self._chunk(progress, None)
         first = 0
         while first < self.batches:
             last = min(self.batches, first + chunk)
@@ -109,10 +108,18 @@ class EpochRunner:
             progress.advance(last - first, self.model.program.results(totals, min(last * self.batch, self.n)))
             if self.terminate_on_nan and not math.isfinite(totals[0]):
                 return totals, True
-            limit = -(-self.batches // MIN_CHUNKS_PER_EPOCH) if progress.live else self.batches
-            chunk = max(1, min(int(target / max(per_batch, 1e-9)), limit))
+            chunk = self._chunk(progress, per_batch)
             first = last
         return totals, False
+
+    def _chunk(self, progress: Progress, per_batch: float | None) -> int:
+        """Batches in the next call: about CHUNK_SECONDS of work (a second when quiet), from the
+        last call's time per batch (None before the first call)."""
+        if per_batch is None:
+            return max(1, -(-self.batches // (MIN_CHUNKS_PER_EPOCH * 5))) if progress.live else 1
+        target = CHUNK_SECONDS if progress.live else QUIET_CHUNK_SECONDS
+        limit = -(-self.batches // MIN_CHUNKS_PER_EPOCH) if progress.live else self.batches
+        return max(1, min(int(target / max(per_batch, 1e-9)), limit))
 
     def locate(self, snapshot: Snapshot, order, epoch: int, kept_epoch: int) -> Divergence:
         """Replay the epoch from `snapshot` to find the first update that left the model non-finite."""

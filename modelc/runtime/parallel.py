@@ -212,18 +212,10 @@ class ParallelRunner(EpochRunner):
             model.step += 1
         return totals
 
-    def train_epoch(self, order, progress):
-        """The epoch in chunks of the same size on every rank (time-based chunks would differ,
-        and a rank that stops at a chunk's end must stop at the same step as the others)."""
-        totals = np.zeros(self.results)
-        chunk = max(1, self.batches // PROGRESS_UPDATES)
-        for first in range(0, self.batches, chunk):
-            last = min(self.batches, first + chunk)
-            totals += self._call(order, first, last)
-            progress.advance(last - first, self.model.program.results(totals, min(last * self.batch, self.n)))
-            if self.terminate_on_nan and not np.isfinite(totals[0]):
-                return totals, True
-        return totals, False
+    def _chunk(self, progress, per_batch):
+        """The same number of batches per call on every rank: time-based chunks would differ, and
+        a rank that stops at a chunk's end (a loss gone NaN) must stop at the others' step."""
+        return max(1, self.batches // PROGRESS_UPDATES)
 
     def validate(self):
         if self.val_data is None:

@@ -288,8 +288,8 @@ class CpuBackend(Backend):
     # data-parallel training: the two phases --------------------------------
     def gradient_step(self, data, rows, first_row, step):
         rows = np.ascontiguousarray(rows, dtype=np.int64)
-        self._pending = (self._table("train", max(1, len(rows))), data)
-        table = self._pending[0]
+        table = self._table("train", max(1, len(rows)))
+        self._pending = (table, data)
         return self._call("train", data, rows, len(rows), 0, 1, step, table=table, phase="gradients",
                           first_row=first_row)
 

@@ -49,6 +49,7 @@ class NumpyBackend(Backend):
         self.params: dict[str, np.ndarray] = {}
         self.state: dict[str, np.ndarray] = {}
         self._pending: dict[int, np.ndarray] | None = None     # data-parallel: the gradient phase's values
+        self._cut = phases(program.train) if program.train is not None else None
 
     def load_state(self, params, state):
         self.params = {k: np.array(v, dtype=self.dtype) for k, v in params.items()}
@@ -86,18 +87,16 @@ class NumpyBackend(Backend):
     def gradient_step(self, data, rows, first_row, step):
         x, y = data
         graph = self.program.train
-        cut = phases(graph)
         env = self._feed(graph, self._env(graph), x[rows], y[rows], step)
-        run_ops(graph.ops[:cut.split], env, first_row=first_row)
+        run_ops(graph.ops[:self._cut.split], env, first_row=first_row)
         self._pending = env
         return np.array([float(env[graph.outputs[k].id]) * len(rows) for k in self.program.result_names])
 
     def _exchanged(self):
-        return [self._pending[v.id] for v in phases(self.program.train).exchanged]
+        return [self._pending[v.id] for v in self._cut.exchanged]
 
     def update_step(self, step, lr_scale=LR_SCALE_DEFAULT):
-        graph = self.program.train
-        run_ops(graph.ops[phases(graph).split:], self._pending, lr_scale)
+        run_ops(self.program.train.ops[self._cut.split:], self._pending, lr_scale)
 
     def evaluate(self, data, batch_size):
         x, y = data
