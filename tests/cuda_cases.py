@@ -643,6 +643,19 @@ def program(name: str):
     return build_program(parse(SPECS[name], f"<{name}>"))
 
 
+def deep(layers: int, clip: bool = True):
+    """`layers` dense layers of 3 units, Adam (with a global clip norm): a net with many
+    parameters and tiny shapes, to split the optimizer kernel (tests/test_cuda_limits.py)."""
+    return build_program(parse(f"""
+model deep
+input  x: f32[3]
+target y: int[] classes 2
+network {{ x -> {' -> '.join(['dense(3, tanh)'] * layers)} -> dense(2, softmax) => p }}
+loss      sparse_categorical_crossentropy(y, p)
+optimizer adam(lr=0.01{', global_clipnorm=0.5' if clip else ''})
+""", "<deep>"))
+
+
 def spec_data(prog, n, rng):
     """Inputs and targets of the right kind for a program's loss."""
     x = randn(rng, n, *prog.input.shape[1:], scale=2.0)

@@ -242,26 +242,10 @@ def _():
     return compare_training(build_program(parse_file(path)), 24, 3)[0]
 
 
-def _program(text: str):
-    from modelc.compiler.build import build_program
-    from modelc.grammar.parser import parse
-    return build_program(parse(text, "<spec>"))
-
-
-DEEP = """
-model deep
-input  x: f32[3]
-target y: int[] classes 2
-network { x -> DENSE -> dense(2, softmax) => p }
-loss      sparse_categorical_crossentropy(y, p)
-optimizer adam(lr=0.01, global_clipnorm=0.5)
-""".replace("DENSE", " -> ".join(["dense(3, tanh)"] * 8))
-
-
 @spec_check("the optimizer split in two kernels before its arguments pass 4 KB: 18 parameters, adam, "
             "global clipnorm")
 def _():
-    prog = _program(DEEP)
+    prog = cuda_cases.deep(8)
     updates = [k for k in plan_graph(prog.train, SIM_CONFIG).kernels if "_update_" in k.name]
     if len(updates) < 2 or max(k.param_bytes() for k in updates) > 4096:
         raise Mismatch(f"update kernels take {[k.param_bytes() for k in updates]} bytes of arguments")

@@ -12,17 +12,10 @@ from modelc import cli
 from modelc.compiler.build import build_program
 from modelc.compiler.codegen.cuda_plan import GRID_YZ, PARAM_BYTES, CudaCodegenError
 from modelc.compiler.codegen.cuda_planner import plans_for
-from modelc.grammar.parser import parse, parse_file
+from modelc.grammar.parser import parse_file
+from tests import cuda_cases
 
 ROOT = Path(__file__).resolve().parent.parent
-DEEP = """
-model deep
-input  x: f32[3]
-target y: int[] classes 2
-network { x -> LAYERS -> dense(2, softmax) => p }
-loss      sparse_categorical_crossentropy(y, p)
-optimizer adam(lr=0.01, global_clipnorm=0.5)
-"""
 
 
 @pytest.mark.parametrize("spec", ["mnist", "mnist_cnn", "images_cnn", "functional", "blobs"])
@@ -32,14 +25,13 @@ def test_every_kernel_of_the_specs_fits_a_launch(spec):
         assert plan.max_rows() >= 32768        # rows tile y (products) or z (convolutions), never one block each
 
 
-@pytest.mark.parametrize("layers,options,per_kernel", [(8, ", global_clipnorm=0.5", 14), (40, "", 14)])
-def test_the_optimizer_splits_before_its_arguments_pass_4_kb(layers, options, per_kernel):
-    text = DEEP.replace("LAYERS", " -> ".join(["dense(3, tanh)"] * layers)).replace(", global_clipnorm=0.5", options)
-    program = build_program(parse(text, "<spec>"))
+@pytest.mark.parametrize("layers,clip", [(8, True), (40, False)])
+def test_the_optimizer_splits_before_its_arguments_pass_4_kb(layers, clip):
+    program = cuda_cases.deep(layers, clip)
     plan = plans_for(program)["train"]
     updates = [k for k in plan.kernels if "_update_" in k.name]
     assert all(k.param_bytes() <= PARAM_BYTES for k in plan.kernels)
-    assert len(updates) == -(-(2 * layers + 2) // per_kernel)
+    assert len(updates) == -(-(2 * layers + 2) // 14)      # 14 parameters per kernel with Adam
     updated = [op.inputs[0].name for k in updates for op in k.ops]
     assert sorted(updated) == sorted(p.value.name for p in program.params)
 
@@ -47,10 +39,9 @@ def test_the_optimizer_splits_before_its_arguments_pass_4_kb(layers, options, pe
 def test_a_kernel_past_the_argument_limit_is_a_message_not_a_launch_failure():
     """A global clip norm's sum of squares over 82 gradients is one elementwise kernel that is
     not split (yet): the model is refused when it is planned, with the kernel named."""
-    program = build_program(parse(DEEP.replace("LAYERS", " -> ".join(["dense(3, tanh)"] * 40)), "<spec>"))
     with pytest.raises(CudaCodegenError, match=r"kernel k\d+_ew_grads_sumsq takes \d+ bytes of arguments, "
                                                r"more than a launch's 4096"):
-        plans_for(program)
+        plans_for(cuda_cases.deep(40))
 
 
 def test_rows_per_launch_follow_from_the_grid():
