@@ -23,6 +23,7 @@ check instead of the text lines.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -47,6 +48,7 @@ from modelc.compiler.catalog import initialize  # noqa: E402
 from modelc.compiler.codegen import get_backend  # noqa: E402
 from modelc.compiler.codegen.cuda import CudaBackend  # noqa: E402
 from modelc.compiler.codegen.cuda_env import prepare_simulator  # noqa: E402
+from modelc.compiler.codegen.cuda_epoch import barriers_before  # noqa: E402
 from modelc.compiler.codegen.cuda_harness import run_graph as cuda_run  # noqa: E402
 from modelc.compiler.codegen.cuda_plan import GPU_CONFIG, SIM_CONFIG  # noqa: E402
 from modelc.compiler.codegen.cuda_planner import plan_graph  # noqa: E402
@@ -117,11 +119,13 @@ def check_case(c: cuda_cases.Case) -> float:
 
 # ---------------------------------------------------------------- whole specs
 
-def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE, config=None, lr_scale=1.0):
+def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE, config=None, lr_scale=1.0, epoch=True,
+                     plans=None):
     """Same weights, same batches on numpy and cuda: the result sums, every parameter
     and state array after `steps` updates (at the learning-rate factor `lr_scale`), then
     evaluate and predict. `config`: the cuda launch configuration (default: the
-    simulator's small blocks)."""
+    simulator's small blocks); `epoch`: in the epoch kernel (which every case must get) or
+    kernel by kernel; `plans(backend.plans)`: changes the plans before they run."""
     rng = np.random.default_rng(7)
     params = {i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out) for i in prog.params}
     for info in prog.params:   # non-zero biases, so bias paths matter from the first step
@@ -132,13 +136,20 @@ def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE, config=None, l
     order = rng.permutation(n)
     results = {}
     for target in ("numpy", "cuda"):
-        backend = CudaBackend(prog, config) if target == "cuda" else get_backend(target, prog)
+        backend = CudaBackend(prog, config, epoch) if target == "cuda" else get_backend(target, prog)
+        if target == "cuda" and plans is not None:
+            plans(backend.plans)
         backend.load_state(params, state)
         data = backend.upload(x, y)
         sums = backend.train(data, order, batch, 0, steps, 0, lr_scale)
         weights, opt = backend.read_state()
         results[target] = (sums, weights, opt, backend.evaluate(data, batch), backend.predict(data, batch),
                            backend.kernel_launches_per_step)
+        if target == "cuda":
+            modes = {name: graph.epoch for name, graph in backend._graphs.items()}
+    if any(isinstance(m, str) for m in modes.values()) == epoch:
+        said = {name: m if isinstance(m, str) else "epoch kernel" for name, m in modes.items()}
+        raise Mismatch(f"the graphs ran {'kernel by kernel' if epoch else 'in the epoch kernel'}: {said}")
     (s0, w0, o0, e0, p0, _), (s1, w1, o1, e1, p1, launches) = results["numpy"], results["cuda"]
     worst = compare("train sums", s1, s0, TRAIN_RTOL, TRAIN_ATOL)
     for k in w0:
@@ -278,6 +289,33 @@ def _():
         return worst
     finally:
         cuda_plan.GRID_YZ = limit
+
+
+@spec_check("kernel by kernel (MODELC_CUDA_EPOCH=0): blobs and the cnn")
+def _():
+    return max(compare_training(cuda_cases.program("blobs"), 30, 3, epoch=False)[0],
+               compare_training(cuda_cases.program("cnn"), 7, 2, batch=4, epoch=False)[0])
+
+
+def _reversed_segments(plans):
+    """Each run of kernels the epoch kernel places between two grid barriers, reversed: the
+    kernels of a run may run in any order on a GPU, so the results must not change."""
+    for name, plan in plans.items():
+        kernels, run = [], []
+        for k, wait in zip(plan.kernels, barriers_before(plan.kernels)):
+            if wait:
+                kernels += run[::-1]
+                run = []
+            run.append(k)
+        plans[name] = dataclasses.replace(plan, kernels=kernels + run[::-1])
+
+
+@spec_check("kernels with no barrier between them in the epoch kernel, run in the reverse order: "
+            "the blobs mlp and the cnn")
+def _():
+    return max(compare_training(cuda_cases.program("blobs"), 30, 3, epoch=False, plans=_reversed_segments)[0],
+               compare_training(cuda_cases.program("cnn"), 7, 2, batch=4, epoch=False,
+                                plans=_reversed_segments)[0])
 
 
 @spec_check("MODELC_CUDA_SYNC=1: a kernel that fails is named, with its grid, block and batch")

@@ -18,8 +18,9 @@ import numpy as np
 
 from modelc.compiler.codegen import Backend
 from modelc.compiler.codegen.cuda_env import SimulatorPace, cuda_available, prepare_simulator, simulator_enabled
-from modelc.compiler.codegen.cuda_module import compiled_kernels
-from modelc.compiler.codegen.cuda_plan import GPU_CONFIG, SIM_CONFIG, LaunchConfig, Plan
+from modelc.compiler.codegen.cuda_epoch import arena_of, epoch_for, prediction_output
+from modelc.compiler.codegen.cuda_module import compiled_epoch, compiled_kernels
+from modelc.compiler.codegen.cuda_plan import GPU_CONFIG, SIM_CONFIG, LaunchConfig, Plan, size_of
 from modelc.compiler.codegen.cuda_planner import plans_for
 from modelc.compiler.formulas import LR_SCALE_DEFAULT
 from modelc.compiler.ir import I64
@@ -45,7 +46,7 @@ class DeviceGraph:
     `backend` provides the stream and the resident weights (`stream`, `d_params`,
     `d_state`): a `CudaBackend`, or `cuda_harness`'s stand-in."""
 
-    def __init__(self, backend, plan: Plan):
+    def __init__(self, backend, plan: Plan, epoch: bool | None = None):
         from numba import cuda
         self.backend, self.plan, self.cuda = backend, plan, cuda
         self.kernels = compiled_kernels(plan)
@@ -58,21 +59,39 @@ class DeviceGraph:
         # MODELC_CUDA_SYNC=1: wait for each kernel, so a fault names it instead of surfacing
         # at the epoch's end (a debugging mode: every launch then costs a round trip)
         self.sync = os.environ.get("MODELC_CUDA_SYNC") == "1"
+        self.output = prediction_output(plan)
+        # the epoch kernel (cuda_epoch), unless `epoch` is False (default: MODELC_CUDA_EPOCH, "1");
+        # `sync` launches kernel by kernel too
+        if epoch is None:
+            epoch = os.environ.get("MODELC_CUDA_EPOCH", "1") != "0"
+        self.epoch = epoch_for(plan) if epoch else "one launch per kernel was asked for"
+        self._epoch_kernel = None
+        self._spans = None
+        self.arenas: dict[str, object] = {}
+        self.spans: dict[int, tuple[int, int]] = {}
 
     def ensure(self, batch: int):
         """Buffers for `batch` rows; reallocated only when a larger batch arrives."""
         if batch <= self.capacity:
             return
-        cuda = self.cuda
-        for vid, buf in self.plan.buffers.items():
-            n = buf.per_row * (batch if buf.batched else 1)
-            dtype = np.int64 if buf.dtype == I64 else np.float32
-            self.buffers[vid] = cuda.device_array(max(1, n), dtype=dtype, stream=self.backend.stream)
+        sizes = {vid: max(1, buf.per_row * (batch if buf.batched else 1)) for vid, buf in self.plan.buffers.items()}
+        self.arenas, self.spans = {}, {}
+        for kind, dtype in (("f32", np.float32), ("i64", np.int64)):
+            ids = [vid for vid in sizes if arena_of(self.plan, vid) == kind]
+            if ids:   # one allocation per dtype; each buffer a view of it (the epoch kernel takes the arena)
+                self.arenas[kind] = arena = self.cuda.device_array(sum(sizes[v] for v in ids), dtype=dtype,
+                                                                   stream=self.backend.stream)
+                start = 0
+                for vid in ids:
+                    self.spans[vid] = (start, start + sizes[vid])
+                    self.buffers[vid] = arena[start:start + sizes[vid]]
+                    start += sizes[vid]
         self.capacity = batch
         self.bound = None
 
     def _bind(self):
         """Resolve every argument that does not change per step, once."""
+        self._spans = None
         b = self.backend
         bound = []
         for k in self.plan.kernels:
@@ -158,12 +177,81 @@ class DeviceGraph:
         return len(launchers)
 
 
+    def run(self, data: CudaData, idx, s0: int, s1: int, batch: int, n: int, step0: int, sums,
+            lr_scale: float = LR_SCALE_DEFAULT, out=None):
+        """Batches s0..s1-1 of `batch` rows out of `n` (the last one short), update numbers from
+        step0: one launch of the epoch kernel when the plan has one, else kernel by kernel.
+        `out` (predict): the output array the prediction rows are copied into."""
+        s1 = min(s1, -(-n // batch))
+        if s1 <= s0:
+            return
+        if self.sync or isinstance(self.epoch, str) or not self._epoch_ready():
+            for s in range(s0, s1):
+                off = s * batch
+                nb = min(batch, n - off)
+                self.launch(data, idx, off, nb, step0 + s - s0, sums, lr_scale)
+                if out is not None:
+                    vid, per = self.output
+                    out[off * per:(off + nb) * per].copy_to_device(self.buffers[vid][:nb * per],
+                                                                   stream=self.backend.stream)
+            return
+        if self.bound is None:
+            self._bind()
+        if self._spans is None:
+            spans = [self._span(src[1]) for src in self.epoch.arrays]
+            self._spans = self.cuda.to_device(np.array(spans or [(0, 0)], np.int64).reshape(-1),
+                                              stream=self.backend.stream)
+        table = None
+        if self.epoch.width:
+            rows = np.zeros((s1 - s0, self.epoch.width), np.float32)
+            for r in range(s1 - s0):
+                for gi, (first, count) in self.epoch.columns.items():
+                    rows[r, first:first + count] = self.plan.step_scalars[gi].values(step0 + r, lr_scale)[:count]
+            table = self.cuda.to_device(rows.reshape(-1), stream=self.backend.stream)
+        given = {"s0": s0, "s1": s1, "batch": batch, "n": n, "step0": step0, "idx": idx, "sums": sums,
+                 "tab": table, "spans": self._spans, ("out",): out, ("data", "x"): data.x, ("data", "y"): data.y,
+                 ("arena", "weights"): self.backend.d_weights, ("arena", "f32"): self.arenas.get("f32"),
+                 ("arena", "i64"): self.arenas.get("i64")}
+        args = [given[p.source] for p in self.epoch.params]
+        blocks = 1 if self.simulated else min(self._coop_blocks, self.epoch.blocks_needed(self.plan.kernels, batch))
+        self._epoch_kernel[blocks, self.epoch.threads, self.backend.stream](*args)
+
+    def _epoch_ready(self) -> bool:
+        """Compile the epoch kernel once; a device that cannot run it (no cooperative launch, too
+        few resident blocks) falls back to launching kernel by kernel, saying so once."""
+        if self._epoch_kernel is not None:
+            return True
+        try:
+            self._epoch_kernel = compiled_epoch(self.plan, self.epoch)
+            if not self.simulated:
+                overload = next(iter(self._epoch_kernel.overloads.values()))
+                self._coop_blocks = overload.max_cooperative_grid_blocks(self.epoch.threads)
+                if self._coop_blocks < 1:
+                    raise RuntimeError("not one block of it can be resident on this device")
+        except Exception as err:     # noqa: BLE001 - any failure here leaves the per-kernel path, which works
+            reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+            warnings.warn(f"modelc: the cuda epoch kernel of '{self.plan.graph.name}' is not used ({reason}); "
+                          f"launching its kernels one by one", stacklevel=2)
+            self.epoch = reason
+            return False
+        return True
+
+    def _span(self, vid: int) -> tuple[int, int]:
+        """Where value `vid` lies in its arena: a buffer in the graph's, a weight in the backend's."""
+        if vid in self.spans:
+            return self.spans[vid]
+        return self.backend.spans[self.values[vid].name]
+
+
 class CudaBackend(Backend):
     """The Backend interface on one CUDA device (or Numba's simulator)."""
     name = "cuda"
 
-    def __init__(self, program, config: LaunchConfig | None = None):
+    def __init__(self, program, config: LaunchConfig | None = None, epoch: bool | None = None):
+        """`epoch`: run each call's batches in one epoch kernel where the plan allows (True), or
+        launch kernel by kernel (False); None reads MODELC_CUDA_EPOCH (default 1)."""
         super().__init__(program)
+        self._use_epoch = epoch
         ok, reason = cuda_available()
         if not ok:
             raise _unavailable_error(reason)
@@ -177,6 +265,8 @@ class CudaBackend(Backend):
         self.stream = cuda.stream()
         self.d_params: dict[str, object] = {}
         self.d_state: dict[str, object] = {}
+        self.d_weights = None
+        self.spans: dict[str, tuple[int, int]] = {}
         self._shapes: dict[str, tuple] = {}
         self._order = None
 
@@ -184,7 +274,7 @@ class CudaBackend(Backend):
         if name not in self.plans:
             raise ModelcError(f"this model has no {name} graph (no loss declared?)")
         if name not in self._graphs:
-            self._graphs[name] = DeviceGraph(self, self.plans[name])
+            self._graphs[name] = DeviceGraph(self, self.plans[name], epoch=self._use_epoch)
         return self._graphs[name]
 
     # state -------------------------------------------------------------
@@ -192,16 +282,25 @@ class CudaBackend(Backend):
         host = np.ascontiguousarray(array, dtype=np.float32)
         if tuple(host.shape) != tuple(shape):
             raise ModelcError(f"'{name}' has shape {list(host.shape)}, the model expects {list(shape)}")
-        flat = host.reshape(-1)
-        self._shapes[name] = tuple(shape)
-        if name in store and store[name].size == flat.size:
-            store[name].copy_to_device(flat, stream=self.stream)      # keep the allocation
-        else:
-            store[name] = self._cuda.to_device(flat, stream=self.stream)
-            for g in self._graphs.values():
-                g.bound = None
+        store[name].copy_to_device(host.reshape(-1), stream=self.stream)
+
+    def _allocate_weights(self):
+        """One device array for every parameter, statistic and optimizer state array, each a view
+        of it (`spans`: name -> where), so the epoch kernel takes the weights as one argument."""
+        arrays = [(self.d_params, i.value.name, i.value.shape) for i in self.program.params]
+        arrays += [(self.d_state, v.name, v.shape) for v in self.program.state]
+        self.d_weights = self._cuda.device_array(max(1, sum(size_of(a[2]) for a in arrays)), dtype=np.float32,
+                                                 stream=self.stream)
+        start = 0
+        for store, name, shape in arrays:
+            self._shapes[name] = tuple(shape)
+            self.spans[name] = (start, start + size_of(shape))
+            store[name] = self.d_weights[start:start + size_of(shape)]
+            start += size_of(shape)
 
     def load_state(self, params, state):
+        if self.d_weights is None:
+            self._allocate_weights()
         for info in self.program.params:
             v = info.value
             if v.name not in params:
@@ -283,12 +382,7 @@ class CudaBackend(Backend):
         idx = self._order_on_device(order)
         sums = self._sums(graph.plan)
         with self._pace:
-            for b in range(first_batch, last_batch):
-                off = b * batch_size
-                nb = min(batch_size, len(order) - off)
-                if nb <= 0:
-                    break
-                graph.launch(data, idx, off, nb, step + b - first_batch, sums, lr_scale)
+            graph.run(data, idx, first_batch, last_batch, batch_size, len(order), step, sums, lr_scale)
         return self._results(graph.plan, sums)
 
     def evaluate(self, data, batch_size):
@@ -298,8 +392,7 @@ class CudaBackend(Backend):
         graph.ensure(min(batch_size, max(1, data.n)))
         sums = self._sums(graph.plan)
         with self._pace:
-            for start in range(0, data.n, batch_size):
-                graph.launch(data, None, start, min(batch_size, data.n - start), 0, sums)
+            graph.run(data, None, 0, -(-data.n // batch_size), batch_size, data.n, 0, sums)
         return self._results(graph.plan, sums)
 
     def predict(self, data, batch_size):
@@ -307,19 +400,20 @@ class CudaBackend(Backend):
         graph = self._graph("predict")
         batch_size = min(batch_size, graph.plan.max_rows())
         graph.ensure(min(batch_size, max(1, data.n)))
-        kind, vid = graph.plan.outputs["prediction"]
-        out_value = graph.plan.buffers[vid]
-        per = out_value.per_row
+        per = graph.output[1]
         result = self._cuda.device_array(max(1, data.n * per), dtype=np.float32, stream=self.stream)
         with self._pace:
-            for start in range(0, data.n, batch_size):
-                nb = min(batch_size, data.n - start)
-                graph.launch(data, None, start, nb, 0, None)
-                result[start * per:(start + nb) * per].copy_to_device(graph.buffers[vid][:nb * per],
-                                                                      stream=self.stream)
+            graph.run(data, None, 0, -(-data.n // batch_size), batch_size, data.n, 0, None, out=result)
         host = result.copy_to_host(stream=self.stream)
         self.stream.synchronize()
         return host[:data.n * per].reshape((data.n,) + tuple(self.program.output.shape[1:]))
+
+    @property
+    def launch_mode(self) -> str:
+        """How the training graph's batches run: 'epoch kernel' (one launch per call) or
+        'kernel by kernel' (and why)."""
+        epoch = self._graph("train").epoch
+        return f"kernel by kernel ({epoch})" if isinstance(epoch, str) else "epoch kernel"
 
     @property
     def kernel_launches_per_step(self) -> int | None:

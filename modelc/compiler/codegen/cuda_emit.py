@@ -114,11 +114,30 @@ class KernelBuilder:
         return f"{arr}[({r}) * {s} + {c}] = {expr}" if s != 1 else f"{arr}[{r}] = {expr}"
 
     def finish(self, body: list[str], grid, block, doc: str) -> Kernel:
+        """The kernel: `body` reads its block and thread through the names of `INDEX`, defined
+        from numba's `cuda.blockIdx`/`cuda.threadIdx` in the standalone kernel, and passed in
+        by the epoch kernel that runs it as a device function (`cuda_epoch`)."""
         args = ", ".join(p.name for p in self.params)
         lines = [f"def {self.name}({args}):", f'    """{doc}"""']
-        lines += ["    " + line if line else "" for line in body]
+        lines += ["    " + line if line else "" for line in index_lines(body, tuple(block)) + body]
         return Kernel(self.name, self.kind, self.ops, self.params, "\n".join(lines) + "\n",
-                      tuple(grid), tuple(block), set(self.writes), set(self.reads))
+                      tuple(grid), tuple(block), set(self.writes), set(self.reads), list(body))
+
+
+INDEX = {"bx": "cuda.blockIdx.x", "by": "cuda.blockIdx.y", "bz": "cuda.blockIdx.z",
+         "tx": "cuda.threadIdx.x", "ty": "cuda.threadIdx.y"}
+
+
+def index_lines(body: list[str], block: tuple, device: bool = False) -> list[str]:
+    """The definitions of the block and thread names `body` uses (`gi`: the thread's index in
+    a 1-D grid, `cuda.grid(1)`); with `device`, only `gi`: the others are parameters."""
+    text = "\n".join(body)
+    used = {n for n in (*INDEX, "gi") if re.search(rf"\b{n}\b", text)}
+    if "gi" in used:
+        assert len(block) == 1, "internal: a 1-D index in a kernel with a 2-D block"
+        used |= {"bx", "tx"}
+    lines = [] if device else [f"{n} = {INDEX[n]}" for n in INDEX if n in used]
+    return lines + ([f"gi = bx * {block[0]} + tx"] if "gi" in used else [])
 
 
 @dataclass

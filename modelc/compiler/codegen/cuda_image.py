@@ -38,8 +38,7 @@ from modelc.compiler.ir import BATCH, F32, Op, Value
 
 def _tiles(T: int) -> list[str]:
     return [f"As = cuda.shared.array(({T}, {T + 1}), float32)",
-            f"Bs = cuda.shared.array(({T}, {T + 1}), float32)",
-            "tx = cuda.threadIdx.x", "ty = cuda.threadIdx.y"]
+            f"Bs = cuda.shared.array(({T}, {T + 1}), float32)"]
 
 
 def _product(T: int, colsum: bool) -> list[str]:
@@ -100,7 +99,7 @@ def _implicit_gemm(p, i: int, op: Op, H: int, W: int):
     k = p.new_kernel("conv", [op] + chain, op.out.name)
     T = p.cfg.tile
     M = f"{k.scalar('nb')} * {H * W}"
-    body = _tiles(T) + [f"m0 = cuda.blockIdx.x * {T}", f"n0 = cuda.blockIdx.y * {T}", "acc = f32(0.0)",
+    body = _tiles(T) + [f"m0 = bx * {T}", f"n0 = by * {T}", "acc = f32(0.0)",
                         "am = m0 + ty", f"aok = am < {M}"] + _pixel("a", "am", H, W)
     return chain, k, T, M, body
 
@@ -186,7 +185,7 @@ def _kernel_grad(p, op: Op, colsum: Op | None):
     k = p.new_kernel("conv", [pseudo], out.name)
     M = f"{k.scalar('nb')} * {OH * OW}"
     xa, ga, pa = k.array(x), k.array(g), k.array(part, write=True)
-    body = _tiles(T) + [f"kk0 = cuda.blockIdx.y * {T}", f"n0 = cuda.blockIdx.x * {T}", "z = cuda.blockIdx.z",
+    body = _tiles(T) + [f"kk0 = by * {T}", f"n0 = bx * {T}", "z = bz",
                         "acc = f32(0.0)"] + (["cs = f32(0.0)"] if colsum else [])
     # the patch column this thread loads is fixed: kernel row kk0 + tx
     body += ["ak = kk0 + tx", f"ai = ak // {kw * C}", f"aq = ak - ai * {kw * C}", f"aj = aq // {C}",
@@ -202,7 +201,7 @@ def _kernel_grad(p, op: Op, colsum: Op | None):
              f"    {pa}[z * {K * F} + kk * {F} + n] = acc"]
     if colsum:
         pb = k.array(partials[1], write=True)
-        body += ["if cuda.blockIdx.y == 0:  # the first tile row also sums g's columns (bias gradient)",
+        body += ["if by == 0:  # the first tile row also sums g's columns (bias gradient)",
                  "    As[ty, tx] = cs", "    cuda.syncthreads()", f"    if ty == 0 and n < {F}:",
                  "        t = f32(0.0)", f"        for q in range({T}):", "            t += As[q, tx]",
                  f"        {pb}[z * {F} + n] = t"]
@@ -218,7 +217,7 @@ def _kernel_grad(p, op: Op, colsum: Op | None):
     nb = k.scalar("nb")
     total = K * F + (F if colsum else 0)
     src, dst = k.array(part), k.array(out, write=True)
-    body = ["i = cuda.grid(1)", f"nz = ({nb} * {OH * OW} + {CH - 1}) // {CH}", f"if i < {K * F}:",
+    body = ["i = gi", f"nz = ({nb} * {OH * OW} + {CH - 1}) // {CH}", f"if i < {K * F}:",
             "    t = f32(0.0)", "    for z in range(nz):", f"        t += {src}[z * {K * F} + i]", f"    {dst}[i] = t"]
     if colsum:
         body += [f"elif i < {total}:", f"    j = i - {K * F}", "    t = f32(0.0)", "    for z in range(nz):",
@@ -298,7 +297,7 @@ def emit_pool(p, i: int, op: Op):
     at = At("r", "c", "i", last=(C, "ch"))
     epi = [k.store(out, "r", "c", "pv")] if p.stored_outside(out, group_ids) else []
     epi += p.emit_chain(k, chain, {out.id: "pv"}, at, group_ids)
-    body = ["i = cuda.grid(1)", f"if i < {nb} * {S}:"] + indent(inner + epi)
+    body = ["i = gi", f"if i < {nb} * {S}:"] + indent(inner + epi)
     desc = f"{out.name}: {what} (stride {sh}x{sw}, pads {pads})"
     if chain:
         desc += "; then " + ", ".join(o.prim for o in chain)

@@ -177,8 +177,8 @@ def emit_stats(p, op: Op):
             half //= 2
         return lines
 
-    body = [f"red = cuda.shared.array((2, {CR}, {CL}), float32)", "lane = cuda.threadIdx.x", "w = cuda.threadIdx.y",
-            f"col = cuda.blockIdx.x * {CL} + lane", f"ok = col < {C}", f"nrows = {rows}", "s0 = f32(0.0)"]
+    body = [f"red = cuda.shared.array((2, {CR}, {CL}), float32)", "lane = tx", "w = ty",
+            f"col = bx * {CL} + lane", f"ok = col < {C}", f"nrows = {rows}", "s0 = f32(0.0)"]
     loop = f"    for row in range(w, nrows, {CR}):"
     if forward:
         body += ["if ok:", loop, f"        s0 += {item(x)}", "red[0, w, lane] = s0", "cuda.syncthreads()"]
@@ -213,7 +213,7 @@ def emit_moving(p, group: list[Op]):
     """Moving averages the statistics kernel did not absorb: one thread per element of
     the concatenation of the moving values."""
     k = p.new_kernel("moving", group, group[0].inputs[0].name)
-    body = ["i = cuda.grid(1)"]
+    body = ["i = gi"]
     total = 0
     for n, op in enumerate(group):
         moving, stat = op.inputs

@@ -52,7 +52,7 @@ class LaunchConfig:
 
 
 GPU_CONFIG = LaunchConfig()
-SIM_CONFIG = LaunchConfig(tile=4, threads=32, row_threads=16, max_lanes=4, col_lanes=4, col_rows=4, conv_chunk=32)
+SIM_CONFIG = LaunchConfig(tile=4, threads=16, row_threads=16, max_lanes=4, col_lanes=4, col_rows=4, conv_chunk=32)
 
 
 # ---------------------------------------------------------------- small helpers
@@ -129,6 +129,7 @@ class Kernel:
     block: tuple[int, ...]
     writes: set[int] = field(default_factory=set)    # base ids stored
     reads: set[int] = field(default_factory=set)
+    body: list[str] = field(default_factory=list)    # the source lines inside the def, before `index_lines`
 
     def grid_dims(self, nb: int) -> tuple[int, ...]:
         return tuple(e.blocks(nb) for e in self.grid)

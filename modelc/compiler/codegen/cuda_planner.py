@@ -300,8 +300,7 @@ class _Planner:
 
         body = [f"As = cuda.shared.array(({T}, {T + 1}), float32)",
                 f"Bs = cuda.shared.array(({T}, {T + 1}), float32)",
-                "tx = cuda.threadIdx.x", "ty = cuda.threadIdx.y",
-                f"m0 = cuda.blockIdx.y * {T}", f"n0 = cuda.blockIdx.x * {T}",
+                f"m0 = by * {T}", f"n0 = bx * {T}",
                 "acc = f32(0.0)"]
         if colsum:
             body.append("cs = f32(0.0)")
@@ -346,7 +345,7 @@ class _Planner:
         body += [f"if m < {Ms} and n < {Ns}:"] + indent(epi or ["pass"])
         if colsum:
             arr = k.array(colsum.out, write=True)
-            body += ["if cuda.blockIdx.y == 0:  # the first tile row also sums g's columns (bias gradient)",
+            body += ["if by == 0:  # the first tile row also sums g's columns (bias gradient)",
                      "    As[ty, tx] = cs", "    cuda.syncthreads()",
                      f"    if ty == 0 and n < {Ns}:", "        t = f32(0.0)",
                      f"        for q in range({T}):", "            t += As[q, tx]",
@@ -369,12 +368,12 @@ class _Planner:
         group_ids = {id(o) for o in chain}
         if out.batched:
             nb = k.scalar("nb")
-            body = ["i = cuda.grid(1)", f"if i < {nb} * {S}:",
+            body = ["i = gi", f"if i < {nb} * {S}:",
                     f"    r = i // {S}", f"    c = i - r * {S}"]
             at = At("r", "c", "i")
             grid = (Extent(S, 0, tpb),)
         else:
-            body = ["i = cuda.grid(1)", f"if i < {S}:", "    c = i"]
+            body = ["i = gi", f"if i < {S}:", "    c = i"]
             at = At("0", "c", "i")
             grid = (Extent(0, S, tpb),)
         body += indent(self.emit_chain(k, chain, {}, at, group_ids))
@@ -394,7 +393,7 @@ class _Planner:
             LOWERINGS[op.prim].emit(rb, op)
         nb = k.scalar("nb")
         rows = f"{nb} * {rps}" if rps != 1 else nb
-        head = ["lane = cuda.threadIdx.x", "w = cuda.threadIdx.y", f"r = cuda.blockIdx.x * {R} + w",
+        head = ["lane = tx", "w = ty", f"r = bx * {R} + w",
                 f"valid = r < {rows}", f"cend = {C} if valid else 0"]
         if rps != 1:
             head += [f"rs = r // {rps}", f"ro = (r - rs * {rps}) * {C}"]
@@ -430,7 +429,7 @@ class _Planner:
             item = k.ref(x, "0", f"row * {C} + col")
         arr = k.array(op.out, write=True)
         body = [f"red = cuda.shared.array(({CR}, {CL}), float32)",
-                "lane = cuda.threadIdx.x", "w = cuda.threadIdx.y", f"col = cuda.blockIdx.x * {CL} + lane",
+                "lane = tx", "w = ty", f"col = bx * {CL} + lane",
                 "part = f32(0.0)", f"if col < {C}:", f"    for row in range(w, {rows}, {CR}):",
                 f"        part += {item}", "red[w, lane] = part", "cuda.syncthreads()",
                 f"if w == 0 and col < {C}:", "    t = f32(0.0)", f"    for q in range({CR}):",
@@ -446,7 +445,7 @@ class _Planner:
         n, tpb = size_of(x.shape), self.cfg.threads
         k = self.new_kernel("sumsq", [op], op.out.name)
         src, arr = k.array(x), k.array(op.out, write=True)
-        body = [f"red = cuda.shared.array({tpb}, float32)", "t = cuda.threadIdx.x", "part = f32(0.0)",
+        body = [f"red = cuda.shared.array({tpb}, float32)", "t = tx", "part = f32(0.0)",
                 f"for i in range(t, {n}, {tpb}):", f"    part += {src}[i] * {src}[i]",
                 "red[t] = part", "cuda.syncthreads()"]
         half = tpb // 2
@@ -468,7 +467,7 @@ class _Planner:
         span_out = out.shape[axis] * inner
         tpb = self.cfg.threads
         nb = k.scalar("nb")
-        body = ["i = cuda.grid(1)", f"if i < {nb} * {S}:", f"    r = i // {S}", f"    cs = i - r * {S}",
+        body = ["i = gi", f"if i < {nb} * {S}:", f"    r = i // {S}", f"    cs = i - r * {S}",
                 f"    o = cs // {span_out}", f"    col = cs - o * {span_out}"]
         if op.prim == "slice":
             x = op.inputs[0]
@@ -507,7 +506,7 @@ class _Planner:
         k = self.new_kernel("update", group, prim)
         names = {name: k.param(("opt", gi, j), "f32", name) for j, name in enumerate(low.scalar_names)}
         total = 0
-        body = ["i = cuda.grid(1)"]
+        body = ["i = gi"]
         for n, op in enumerate(group):
             w, g, state, extra = op.inputs[0], op.inputs[1], op.inputs[2:2 + stateful], op.inputs[3 + stateful:]
             size = size_of(w.shape)

@@ -12,6 +12,7 @@ whole report:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import tempfile
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from modelc.compiler.build import build_program
 from modelc.compiler.codegen.cuda_env import simulator_enabled
-from modelc.compiler.codegen.cuda_module import kernel_signature, load_module
+from modelc.compiler.codegen.cuda_epoch import EPOCH_NAME, epoch_for
+from modelc.compiler.codegen.cuda_module import epoch_function, kernel_signature, load_module, signature
 from modelc.compiler.codegen.cuda_plan import GPU_CONFIG, LaunchConfig, Plan
 from modelc.compiler.codegen.cuda_planner import plans_for
 from modelc.errors import ModelcError
@@ -66,7 +68,38 @@ def plan_ptx(plan: Plan, arch: str = "sm_90", _memo: dict | None = None) -> dict
                     raise _compiler_error(err) from None
                 raise
         out[k.name] = memo[key]
+    epoch = epoch_for(plan)
+    if not isinstance(epoch, str):
+        try:
+            with _target_device(cc):
+                out[EPOCH_NAME], _ = cuda.compile_ptx(epoch_function(plan, epoch), signature(epoch.params), cc=cc)
+        except Exception as err:
+            if type(err).__name__ in ("NvvmSupportError", "CudaSupportError"):
+                raise _compiler_error(err) from None
+            raise
     return out
+
+
+@contextlib.contextmanager
+def _target_device(cc: tuple[int, int]):
+    """numba-cuda compiles the implementation of `cuda.cg.this_grid()` (an overload, so a
+    device function) for the current device's compute capability, even inside `compile_ptx`,
+    which fails where there is no GPU. Without one, the target's `cc` stands in for it while
+    the epoch kernel compiles; with one, nothing changes."""
+    from numba import cuda
+    from numba.cuda import dispatcher
+    if cuda.is_available():
+        yield
+        return
+
+    class _Target:
+        compute_capability = cc
+    real = dispatcher.get_current_device
+    dispatcher.get_current_device = lambda: _Target()
+    try:
+        yield
+    finally:
+        dispatcher.get_current_device = real
 
 
 def emit_ptx(program, out_dir, arch: str = "sm_90", config: LaunchConfig = GPU_CONFIG) -> list[Path]:
@@ -108,6 +141,9 @@ def _nvjitlink_link(ptx: bytes, arch: str, name: str) -> tuple[bytes, str]:
     try:
         try:
             nvjitlink.add_data(handle, nvjitlink.InputType.PTX, ptx, len(ptx), name)
+            if b"cudaCG" in ptx:     # a cooperative kernel's grid barrier lives in the device runtime
+                from numba.cuda.cudadrv.libs import get_cudalib
+                nvjitlink.add_file(handle, nvjitlink.InputType.LIBRARY, get_cudalib("cudadevrt", static=True))
             nvjitlink.complete(handle)
         except Exception as err:
             size = nvjitlink.get_error_log_size(handle)
@@ -143,9 +179,13 @@ def link_report(ptx_files, arch: str = "sm_90", cubin_dir=None) -> list[KernelRe
         cubin, log = _nvjitlink_link(path.read_bytes(), sm, path.name)
         if cubin_dir is not None:
             atomic_write(Path(cubin_dir) / (path.stem + f".{sm}.cubin"), cubin, make_folder=True)
+        # the kernel's own line: a cooperative kernel's cubin also holds the device runtime's functions
+        entry = re.search(r"Compiling entry function '([^']+)'", log)
+        own = re.search(rf"Function properties for '{re.escape(entry.group(1))}':\s*\n([^\n]*)", log) if entry else None
+        line = own.group(1) if own else log
         rows.append(KernelResources(
-            kernel=path.stem, arch=sm, registers=_first(r"used (\d+) registers", log),
-            shared_bytes=_first(r"(\d+) bytes smem", log),
+            kernel=path.stem, arch=sm, registers=_first(r"used (\d+) registers", line),
+            shared_bytes=_first(r"(\d+) bytes smem", line),
             spill_stores=_first(r"(\d+) bytes spill stores", log),
             spill_loads=_first(r"(\d+) bytes spill loads", log),
             stack_bytes=_first(r"(\d+) bytes stack frame", log), cubin_bytes=len(cubin)))
