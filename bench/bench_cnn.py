@@ -99,7 +99,7 @@ def worker_modelc(args) -> dict:
     return {**result, "epoch_s": [e["seconds"] for e in history.epochs],
             "train_loss": [round(e["loss"], 4) for e in history.epochs], "samples": len(x),
             "accuracy": accuracy, "peak_mb": peak_mb(), "numba_threads": numba.get_num_threads(),
-            "blas_threads": _blas_threads(), "launches_per_step": getattr(backend, "kernel_launches_per_step", None)}
+            "blas_threads": _blas_threads(), "kernels_per_step": getattr(backend, "kernels_per_step", None)}
 
 
 def worker_torch(args) -> dict:

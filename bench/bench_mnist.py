@@ -66,7 +66,7 @@ def worker_modelc(args) -> dict:
     seconds = [e["seconds"] for e in history.epochs]
     accuracy = model.evaluate(xt, splits.test.y, batch_size=1024, return_dict=True)["accuracy"]
     return {"epoch_s": seconds, "accuracy": accuracy, "peak_mb": peak_mb(),
-            "launches_per_step": backend.kernel_launches_per_step}
+            "kernels_per_step": backend.kernels_per_step, "launch_mode": getattr(backend, "launch_mode", None)}
 
 
 def worker_numpy(args) -> dict:
@@ -280,19 +280,20 @@ def format_report(args, rows, cold, warm, peers) -> str:
                 pt = median_after_first(p["epoch_s"])
                 cells += [f"{pt:.3f}", f"{pt / t:.2f}x"]
         lines.append("| " + " | ".join(cells) + " |")
-    launches = rows[0]["modelc"].get("launches_per_step") if rows else None
+    launches = rows[0]["modelc"].get("kernels_per_step") if rows else None
     lines += ["",
               f"First start on a machine (empty cache folder: the cpu kernels compile once), new process, "
               f"to the end of the first step: {cold.get('startup_s', float('nan')):.2f} s; warm start (cache "
               f"filled): {warm.get('startup_s', float('nan')):.2f} s. A spec never compiled before starts "
               "like a warm one (bench/startup.py)."]
+    mode = rows[0]["modelc"].get("launch_mode") if rows else None
     if launches:
-        lines.append(f"Kernel launches per training step: {launches}.")
+        lines.append(f"Kernels per training step: {launches}" + (f", run as: {mode}." if mode else "."))
     for peer in peers:
         for row in rows:
             p = row[peer]
             if "error" not in p:
-                extra = {k: v for k, v in p.items() if k in ("threads", "torch", "launches_per_step") and v}
+                extra = {k: v for k, v in p.items() if k in ("threads", "torch", "kernels_per_step") and v}
                 lines.append(f"{peer} at batch {row['batch']}: test accuracy {p['accuracy']:.4f}, peak "
                              f"{p['peak_mb']:.0f} MB {extra if extra else ''}".rstrip())
     return "\n".join(lines)

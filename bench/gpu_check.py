@@ -1,8 +1,9 @@
 """The GPU check (issue 12): what a person with an NVIDIA GPU runs once, in under 6
 minutes, so that what the cuda target claims about real hardware is checked in one go:
 the device, `modelc doctor`, every kernel case on it (tests/cuda_sim_check.py --device
---json), MNIST on cuda against cpu (speed, accuracy, determinism), host enqueue time
-against GPU time, per-kernel CUDA-event times, larger batches, the MNIST convnet,
+--json), MNIST on cuda against cpu (speed, accuracy, determinism), the epoch kernel
+against kernel-by-kernel launches (seconds per epoch, the same weights), host enqueue
+time against GPU time, per-kernel CUDA-event times, larger batches, the MNIST convnet,
 PyTorch (eager, CUDA graph) as peers, compute-sanitizer's memcheck. One JSON line per
 result (stdout and --out FILE); a failing check is reported and the next runs; exit 1
 when any failed. --smoke runs the in-process checks' code under Numba's CUDA simulator
@@ -189,6 +190,7 @@ def train_fields(spec, target, train, test, epochs: int, batch: int | None, eval
     model, warm, seconds = _trained(spec, target, train, epochs, batch)
     accuracy = model.evaluate(*test, batch_size=eval_batch, return_dict=True)["accuracy"]
     return {"target": target, "spec": spec if spec.endswith(".model") else "smoke convnet",
+            **({"launch_mode": model.backend.launch_mode} if target == "cuda" else {}),
             "batch": batch or model.settings.batch, "epochs": epochs, "warm_up_seconds": round(warm, 3),
             "seconds_per_epoch": seconds, "test_accuracy": round(float(accuracy), 5)}, (model, float(accuracy))
 
@@ -202,6 +204,27 @@ def determinism_fields(spec, train, sizes: Sizes):
     verdict = "bit-identical" if worst == 0 else "tiny" if worst <= DETERMINISM_TOLERANCE else "different"
     return {"ok": worst <= DETERMINISM_TOLERANCE, "max_abs_difference": worst, "verdict": verdict,
             "tolerance": DETERMINISM_TOLERANCE}, second
+
+
+def modes_fields(spec, train, sizes: Sizes):
+    """One epoch in the epoch kernel (the default) against one kernel by kernel
+    (MODELC_CUDA_EPOCH=0), from the same seed: seconds and how far apart the weights end."""
+    runs = {}
+    for mode, flag in (("epoch_kernel", "1"), ("kernel_by_kernel", "0")):
+        saved = os.environ.get("MODELC_CUDA_EPOCH")
+        os.environ["MODELC_CUDA_EPOCH"] = flag
+        try:
+            model, _, seconds = _trained(spec, "cuda", train, 1, sizes.batch)
+        finally:
+            os.environ.pop("MODELC_CUDA_EPOCH") if saved is None else os.environ.update(MODELC_CUDA_EPOCH=saved)
+        runs[mode] = (model, seconds[0], model.backend.launch_mode)
+    worst = max(float(np.max(np.abs(a - b))) if a.size else 0.0
+                for a, b in zip(runs["epoch_kernel"][0].get_weights(), runs["kernel_by_kernel"][0].get_weights()))
+    (_, fast, mode_a), (_, slow, mode_b) = runs["epoch_kernel"], runs["kernel_by_kernel"]
+    return {"ok": worst <= DETERMINISM_TOLERANCE and mode_a == "epoch kernel", "batch": sizes.batch,
+            "seconds_epoch_kernel": fast, "seconds_kernel_by_kernel": slow,
+            "speedup": round(slow / fast, 3) if fast else None, "modes": [mode_a, mode_b],
+            "max_abs_weight_difference": worst}, None
 
 
 def enqueue_fields(model, train, sizes: Sizes):
@@ -232,6 +255,7 @@ def enqueue_fields(model, train, sizes: Sizes):
     ms = {f"{what}_ms_per_step": round(seconds * 1000.0 / n, 4)
           for what, seconds in (("train_call", train_call), ("enqueue", queued), ("synchronized", done))}
     return {"steps": n, "batch": batch, "kernels_per_step": len(graph.plan.kernels), **ms,
+            "train_call_mode": backend.launch_mode,
             "host_bound": queued >= 0.9 * done}, (backend, graph, data, idx, sums)
 
 
@@ -381,6 +405,7 @@ def main(argv=None) -> int:
         report.run("kernel times", kernel_time_fields, bound, sizes)
     else:
         report.emit("kernel times", False, error="not run: the determinism or enqueue check above failed")
+    report.run("epoch kernel vs kernel by kernel", modes_fields, sizes.mlp, train, sizes)
     report.run("batches", batches_fields, sizes.mlp, train, sizes)
     cnn = report.run("cnn data", lambda: ({"spec": "specs/mnist_cnn.model" if sizes is FULL else "smoke convnet"},
                                           _data(sizes.cnn, args.data, sizes)))

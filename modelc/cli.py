@@ -381,11 +381,14 @@ def cmd_compile(args) -> int:
         raise ModelcError("--arch goes with --emit-ptx DIR")
     if args.target == "cuda":
         from modelc.compiler.codegen.cuda_env import cuda_available
+        from modelc.compiler.codegen.cuda_epoch import epoch_for
         from modelc.compiler.codegen.cuda_plan import plans_text
         from modelc.compiler.codegen.cuda_planner import plans_for
         from modelc.runtime.training import settings
         weights = sum(p.value.sample_size() for p in program.params) + sum(v.sample_size() for v in program.state)
-        print(plans_text(plans_for(program), weights, settings(program.spec).batch))
+        plans = plans_for(program)
+        epochs = {name: epoch_for(plan) for name, plan in plans.items()}
+        print(plans_text(plans, weights, settings(program.spec).batch, epochs))
         ok, reason = cuda_available()
         if not ok:
             note(f"no GPU here ({reason.rstrip('.')}), so planned only: the kernels compile on a GPU's "

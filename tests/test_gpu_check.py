@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install 'modelc[cuda]')")
 
 CHECKS = ["device", "doctor", "kernels", "data", "train cuda", "train cpu", "accuracy cuda vs cpu", "determinism",
-          "enqueue", "kernel times", "batches", "cnn data", "cnn cuda", "torch eager", "torch cuda graph",
+          "enqueue", "kernel times", "epoch kernel vs kernel by kernel", "batches", "cnn data", "cnn cuda", "torch eager", "torch cuda graph",
           "memcheck", "summary"]
 
 
@@ -79,4 +79,6 @@ def test_smoke_mode_runs_every_check_under_the_simulator(tmp_path):
     assert by_name["determinism"]["verdict"] in ("bit-identical", "tiny")
     assert len(by_name["train cuda"]["seconds_per_epoch"]) == 3
     assert by_name["kernel times"]["kernel_us"], report
+    modes = by_name["epoch kernel vs kernel by kernel"]
+    assert modes["ok"] and modes["modes"][0] == "epoch kernel" and modes["modes"][1].startswith("kernel by kernel")
     assert all(by_name[c].get("skipped") for c in ("kernels", "torch eager", "torch cuda graph", "memcheck"))

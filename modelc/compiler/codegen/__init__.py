@@ -106,7 +106,8 @@ class Backend:
             at += array.size
 
     @property
-    def kernel_launches_per_step(self) -> int | None:
+    def kernels_per_step(self) -> int | None:
+        """Device kernels one training step runs (the cuda target), None where there are none."""
         return None
 
 

@@ -20,11 +20,15 @@ from modelc.compiler.codegen import Backend
 from modelc.compiler.codegen.cuda_env import SimulatorPace, cuda_available, prepare_simulator, simulator_enabled
 from modelc.compiler.codegen.cuda_epoch import arena_of, epoch_for, prediction_output
 from modelc.compiler.codegen.cuda_module import compiled_epoch, compiled_kernels
-from modelc.compiler.codegen.cuda_plan import GPU_CONFIG, SIM_CONFIG, LaunchConfig, Plan, size_of
+from modelc.compiler.codegen.cuda_plan import GPU_CONFIG, PARAM_BYTES, SIM_CONFIG, LaunchConfig, Plan, size_of
 from modelc.compiler.codegen.cuda_planner import plans_for
 from modelc.compiler.formulas import LR_SCALE_DEFAULT
 from modelc.compiler.ir import I64
 from modelc.errors import ModelcError
+
+
+INFERENCE_ROWS = 4096            # evaluate and predict: rows per batch on the device, at least ...
+INFERENCE_BYTES = 256 * 2 ** 20  # ... unless their buffers would pass this
 
 
 def _unavailable_error(reason: str) -> ModelcError:
@@ -66,7 +70,7 @@ class DeviceGraph:
             epoch = os.environ.get("MODELC_CUDA_EPOCH", "1") != "0"
         self.epoch = epoch_for(plan) if epoch else "one launch per kernel was asked for"
         self._epoch_kernel = None
-        self._spans = None
+        self._spans = self._table = None
         self.arenas: dict[str, object] = {}
         self.spans: dict[int, tuple[int, int]] = {}
 
@@ -93,6 +97,12 @@ class DeviceGraph:
         """Resolve every argument that does not change per step, once."""
         self._spans = None
         b = self.backend
+        for k in self.plan.oversized() if self._per_kernel() else ():
+            reason = self.epoch if isinstance(self.epoch, str) else "MODELC_CUDA_SYNC=1"
+            raise ModelcError(f"the cuda kernel {k.name} takes {k.param_bytes()} bytes of arguments, more than "
+                              f"a launch's {PARAM_BYTES}: this model runs on the GPU only in the epoch kernel, "
+                              f"which is not used here ({reason})",
+                              hint="unset MODELC_CUDA_EPOCH and MODELC_CUDA_SYNC, or use --target cpu")
         bound = []
         for k in self.plan.kernels:
             static, dynamic = [], []
@@ -185,7 +195,7 @@ class DeviceGraph:
         s1 = min(s1, -(-n // batch))
         if s1 <= s0:
             return
-        if self.sync or isinstance(self.epoch, str) or not self._epoch_ready():
+        if self._per_kernel():
             for s in range(s0, s1):
                 off = s * batch
                 nb = min(batch, n - off)
@@ -208,13 +218,21 @@ class DeviceGraph:
                 for gi, (first, count) in self.epoch.columns.items():
                     rows[r, first:first + count] = self.plan.step_scalars[gi].values(step0 + r, lr_scale)[:count]
             table = self.cuda.to_device(rows.reshape(-1), stream=self.backend.stream)
+        self._table = table      # alive while the kernel may still read it
         given = {"s0": s0, "s1": s1, "batch": batch, "n": n, "step0": step0, "idx": idx, "sums": sums,
                  "tab": table, "spans": self._spans, ("out",): out, ("data", "x"): data.x, ("data", "y"): data.y,
                  ("arena", "weights"): self.backend.d_weights, ("arena", "f32"): self.arenas.get("f32"),
                  ("arena", "i64"): self.arenas.get("i64")}
         args = [given[p.source] for p in self.epoch.params]
         blocks = 1 if self.simulated else min(self._coop_blocks, self.epoch.blocks_needed(self.plan.kernels, batch))
-        self._epoch_kernel[blocks, self.epoch.threads, self.backend.stream](*args)
+        with warnings.catch_warnings():     # a small GPU's grid is small by design: not here
+            warnings.filterwarnings("ignore", message="Grid size")
+            launcher = self._epoch_kernel[blocks, self.epoch.threads, self.backend.stream]
+        launcher(*args)
+
+    def _per_kernel(self) -> bool:
+        """Whether batches run kernel by kernel (no epoch kernel, or MODELC_CUDA_SYNC=1)."""
+        return self.sync or isinstance(self.epoch, str) or not self._epoch_ready()
 
     def _epoch_ready(self) -> bool:
         """Compile the epoch kernel once; a device that cannot run it (no cooperative launch, too
@@ -385,11 +403,20 @@ class CudaBackend(Backend):
             graph.run(data, idx, first_batch, last_batch, batch_size, len(order), step, sums, lr_scale)
         return self._results(graph.plan, sums)
 
+    @staticmethod
+    def _inference_batch(plan: Plan, batch_size: int, n: int) -> int:
+        """Rows per batch for evaluate and predict: their results do not depend on the batch, so
+        the device takes the larger of the batch given and INFERENCE_ROWS (fewer when their
+        buffers would pass INFERENCE_BYTES), within one launch's limit and the data."""
+        per_row = sum(b.per_row * (8 if b.dtype == I64 else 4) for b in plan.buffers.values() if b.batched)
+        rows = max(batch_size, min(INFERENCE_ROWS, INFERENCE_BYTES // max(1, per_row)))
+        return max(1, min(rows, plan.max_rows(), n))
+
     def evaluate(self, data, batch_size):
         data = self._resident(data)
         graph = self._graph("evaluate")
-        batch_size = min(batch_size, graph.plan.max_rows())    # the sums do not depend on the batch
-        graph.ensure(min(batch_size, max(1, data.n)))
+        batch_size = self._inference_batch(graph.plan, batch_size, data.n)
+        graph.ensure(batch_size)
         sums = self._sums(graph.plan)
         with self._pace:
             graph.run(data, None, 0, -(-data.n // batch_size), batch_size, data.n, 0, sums)
@@ -398,8 +425,8 @@ class CudaBackend(Backend):
     def predict(self, data, batch_size):
         data = self._resident(data)
         graph = self._graph("predict")
-        batch_size = min(batch_size, graph.plan.max_rows())
-        graph.ensure(min(batch_size, max(1, data.n)))
+        batch_size = self._inference_batch(graph.plan, batch_size, data.n)
+        graph.ensure(batch_size)
         per = graph.output[1]
         result = self._cuda.device_array(max(1, data.n * per), dtype=np.float32, stream=self.stream)
         with self._pace:
@@ -416,5 +443,5 @@ class CudaBackend(Backend):
         return f"kernel by kernel ({epoch})" if isinstance(epoch, str) else "epoch kernel"
 
     @property
-    def kernel_launches_per_step(self) -> int | None:
+    def kernels_per_step(self) -> int | None:
         return len(self.plans["train"].kernels) if "train" in self.plans else None

@@ -11,13 +11,15 @@ microseconds each: launched one by one the step is host-bound. The epoch kernel
         off, nb, step = ...               # from s: no host work per step
         q0 = tab[(s - s0) * W + 0]        # per-step scalars (step sizes) from a device table
         for v in range(blockIdx.x, blocks(k00, nb), gridDim.x):   # k00's blocks, strided
-            k00_d(bx(v), by(v), bz(v), tx, ty, ...)                # the kernel's own body
+            bx_k0, by_k0, ... = ...(v)    # the block this block plays
+            <k00's body, its names suffixed _k0>
             syncthreads()                 # its shared tiles are free again
         grid.sync()                       # only where the next kernel depends on this one
 
 The kernels' bodies are the same source as their standalone launches (they read their
-block and thread through `bx by bz tx ty`, `cuda_emit.INDEX`), so the two ways of
-running a plan compute the same thing. A grid-wide barrier stands between two
+block and thread through `bx by bz tx ty`, `cuda_emit.INDEX`), inlined with their
+names renamed (`_section`), so the two ways of running a plan compute the same
+thing; their shared tiles come from one pool (`SharedPool`). A grid-wide barrier stands between two
 kernels only where the second reads or writes a buffer that an unsynchronised
 kernel before it wrote, or writes one that it read (the plan's `reads`/`writes`).
 

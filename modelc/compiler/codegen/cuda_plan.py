@@ -190,6 +190,11 @@ class Plan:
     def describe(self) -> str:
         return "\n".join(k.describe() for k in self.kernels)
 
+    def oversized(self) -> list[Kernel]:
+        """Kernels whose arguments pass a launch's PARAM_BYTES: they run only inside the epoch
+        kernel (`cuda_epoch`), which takes arenas instead of arrays."""
+        return [k for k in self.kernels if k.param_bytes() > PARAM_BYTES]
+
     def max_rows(self) -> int:
         """The most rows one launch of every kernel can take: a grid's y and z axes stop at
         GRID_YZ blocks, its x axis at GRID_X (matrix products tile rows on y)."""
@@ -202,18 +207,28 @@ class Plan:
         return max(1, limit)
 
 
-def plans_text(plans: dict[str, Plan], weights: int, batch: int) -> str:
+def plans_text(plans: dict[str, Plan], weights: int, batch: int, epochs: dict) -> str:
     """What `modelc compile --target cuda` prints: each graph's launches and the device memory
     it holds at `batch` rows (its buffers, then the parameters and optimizer state, `weights`
-    float32 elements, resident once for every graph)."""
+    float32 elements, resident once for every graph). `epochs`: each graph's `cuda_epoch.Epoch`,
+    or why it has none."""
     lines = []
     for name, plan in plans.items():
         per = "per step" if name == "train" else "per batch"
         buffers = sum(b.per_row * (batch if b.batched else 1) * (8 if b.dtype == "i64" else 4)
                       for b in plan.buffers.values())
-        lines.append(f"{name}: {len(plan.kernels)} launches {per}, {buffers / 2 ** 20:.2f} MiB of buffers at "
-                     f"batch {batch}, at most {plan.max_rows():,} rows per launch")
+        epoch = epochs[name]
+        if isinstance(epoch, str):
+            lines.append(f"{name}: {len(plan.kernels)} launches {per} (no epoch kernel: {epoch})")
+        else:
+            call = "epoch, or per part of one between progress updates" if name == "train" else "call"
+            lines.append(f"{name}: 1 launch per {call} (the epoch kernel: {len(plan.kernels)} kernels and "
+                         f"{epoch.barriers} grid barriers {per}, {epoch.param_bytes()} B of arguments); "
+                         f"kernel by kernel, {len(plan.kernels)} launches {per}")
+        lines.append(f"  {buffers / 2 ** 20:.2f} MiB of buffers at batch {batch}, at most {plan.max_rows():,} rows "
+                     f"per launch kernel by kernel")
         lines += [f"  {k.name}  grid ({', '.join(map(str, k.grid))})  block {k.block}  "
-                  f"{k.param_bytes()} B of arguments" for k in plan.kernels]
+                  f"{k.param_bytes()} B of arguments" + (" (too many to launch alone)" if k.param_bytes() > PARAM_BYTES
+                                                         else "") for k in plan.kernels]
     lines.append(f"weights and optimizer state: {weights * 4 / 2 ** 20:.2f} MiB, resident")
     return "\n".join(lines)
