@@ -332,6 +332,51 @@ def _():
                                 plans=_reversed_segments)[0])
 
 
+@spec_check("a device that refuses the epoch kernel's launch: a warning, and the call runs kernel by kernel; "
+            "a fault found when the call's results come back: a message with what to do")
+def _():
+    import warnings
+    prog = cuda_cases.program("blobs")
+    rng = np.random.default_rng(5)
+    params = {i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out) for i in prog.params}
+    state = {v.name: np.zeros(v.shape, np.float32) for v in prog.state}
+    x, y = cuda_cases.spec_data(prog, 16, rng)
+    want = get_backend("numpy", prog)
+    want.load_state(params, state)
+    want_sums = want.train(want.upload(x, y), np.arange(16), 8, 0, 2, 0)
+    backend = CudaBackend(prog)
+    backend.load_state(params, state)
+    data = backend.upload(x, y)
+    graph = backend._graph("train")
+    assert graph._epoch_ready()
+
+    class Refused:
+        def __getitem__(self, config):
+            def launch(*args):
+                raise RuntimeError("CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE")
+            return launch
+    graph._epoch_kernel = Refused()
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        sums = backend.train(data, np.arange(16), 8, 0, 2, 0)
+    if not any("epoch kernel of 'train' is not used" in str(w.message) for w in said):
+        raise Mismatch(f"no warning: {[str(w.message) for w in said]}")
+    if not isinstance(graph.epoch, str) or backend.launch_mode == "epoch kernel":
+        raise Mismatch(f"still in the epoch kernel: {backend.launch_mode}")
+    worst = compare("sums kernel by kernel", sums, want_sums, TRAIN_RTOL, TRAIN_ATOL)
+
+    class Faulted:
+        def copy_to_host(self, stream=0):
+            raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+    try:
+        backend._results(graph.plan, Faulted())
+    except ModelcError as err:
+        if "MODELC_CUDA_SYNC=1" not in str(err.hint) or "ILLEGAL_ADDRESS" not in str(err):
+            raise Mismatch(f"the message does not say what to do: {err} / {err.hint}") from None
+        return worst
+    raise Mismatch("a fault at the results was not reported")
+
+
 @spec_check("MODELC_CUDA_SYNC=1: a kernel that fails is named, with its grid, block and batch")
 def _():
     prog = cuda_cases.program("blobs")

@@ -71,6 +71,7 @@ class DeviceGraph:
         self.epoch = epoch_for(plan) if epoch else "one launch per kernel was asked for"
         self._epoch_kernel = None
         self._spans = self._table = None
+        self._launched = False
         self.arenas: dict[str, object] = {}
         self.spans: dict[int, tuple[int, int]] = {}
 
@@ -211,24 +212,38 @@ class DeviceGraph:
             spans = [self._span(src[1]) for src in self.epoch.arrays]
             self._spans = self.cuda.to_device(np.array(spans or [(0, 0)], np.int64).reshape(-1),
                                               stream=self.backend.stream)
-        table = None
-        if self.epoch.width:
-            rows = np.zeros((s1 - s0, self.epoch.width), np.float32)
-            for r in range(s1 - s0):
-                for gi, (first, count) in self.epoch.columns.items():
-                    rows[r, first:first + count] = self.plan.step_scalars[gi].values(step0 + r, lr_scale)[:count]
-            table = self.cuda.to_device(rows.reshape(-1), stream=self.backend.stream)
-        self._table = table      # alive while the kernel may still read it
+        self._table = self._step_table(s1 - s0, step0, lr_scale)      # alive while the kernel may read it
         given = {"s0": s0, "s1": s1, "batch": batch, "n": n, "step0": step0, "idx": idx, "sums": sums,
-                 "tab": table, "spans": self._spans, ("out",): out, ("data", "x"): data.x, ("data", "y"): data.y,
-                 ("arena", "weights"): self.backend.d_weights, ("arena", "f32"): self.arenas.get("f32"),
-                 ("arena", "i64"): self.arenas.get("i64")}
+                 "tab": self._table, "spans": self._spans, ("out",): out, ("data", "x"): data.x,
+                 ("data", "y"): data.y, ("arena", "weights"): self.backend.d_weights,
+                 ("arena", "f32"): self.arenas.get("f32"), ("arena", "i64"): self.arenas.get("i64")}
         args = [given[p.source] for p in self.epoch.params]
         blocks = 1 if self.simulated else min(self._coop_blocks, self.epoch.blocks_needed(self.plan.kernels, batch))
         with warnings.catch_warnings():     # a small GPU's grid is small by design: not here
             warnings.filterwarnings("ignore", message="Grid size")
             launcher = self._epoch_kernel[blocks, self.epoch.threads, self.backend.stream]
-        launcher(*args)
+        if self._launched:
+            launcher(*args)
+            return
+        try:      # the first launch: one the device refuses (a cooperative launch it cannot make) ran nothing
+            launcher(*args)
+        except Exception as err:     # noqa: BLE001 - kernel by kernel works wherever launches do
+            self._give_up(err)
+            self.run(data, idx, s0, s1, batch, n, step0, sums, lr_scale, out)
+            return
+        self._launched = True
+
+    def _step_table(self, steps: int, step0: int, lr_scale: float):
+        """The per-step scalars of `steps` updates from step0 on the device (float32, a row per
+        step, `Epoch.columns`), computed on the host as the reference computes them; None
+        when no kernel takes any."""
+        if not self.epoch.width:
+            return None
+        rows = np.zeros((steps, self.epoch.width), np.float32)
+        for r in range(steps):
+            for gi, (first, count) in self.epoch.columns.items():
+                rows[r, first:first + count] = self.plan.step_scalars[gi].values(step0 + r, lr_scale)[:count]
+        return self.cuda.to_device(rows.reshape(-1), stream=self.backend.stream)
 
     def _per_kernel(self) -> bool:
         """Whether batches run kernel by kernel (no epoch kernel, or MODELC_CUDA_SYNC=1)."""
@@ -247,12 +262,16 @@ class DeviceGraph:
                 if self._coop_blocks < 1:
                     raise RuntimeError("not one block of it can be resident on this device")
         except Exception as err:     # noqa: BLE001 - any failure here leaves the per-kernel path, which works
-            reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-            warnings.warn(f"modelc: the cuda epoch kernel of '{self.plan.graph.name}' is not used ({reason}); "
-                          f"launching its kernels one by one", stacklevel=2)
-            self.epoch = reason
+            self._give_up(err)
             return False
         return True
+
+    def _give_up(self, err: Exception):
+        """Say once why the epoch kernel is not used, and launch kernel by kernel from now on."""
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        warnings.warn(f"modelc: the cuda epoch kernel of '{self.plan.graph.name}' is not used ({reason}); "
+                      f"launching its kernels one by one", stacklevel=3)
+        self.epoch = reason
 
     def _span(self, vid: int) -> tuple[int, int]:
         """Where value `vid` lies in its arena: a buffer in the graph's, a weight in the backend's."""
@@ -378,9 +397,21 @@ class CudaBackend(Backend):
     def _sums(self, plan: Plan):
         return self._cuda.to_device(np.zeros(max(1, plan.n_sums), np.float64), stream=self.stream)
 
+    def _synchronized(self, array) -> np.ndarray:
+        """`array` on the host once the call's kernels have run: a kernel that faulted is reported
+        here, at the call's first synchronisation, with how to find it."""
+        try:
+            host = array.copy_to_host(stream=self.stream)
+            self.stream.synchronize()
+        except Exception as err:     # noqa: BLE001 - a device fault, said with what to do next
+            raise ModelcError(f"the GPU failed while running this call's kernels: {type(err).__name__}: {err}",
+                              hint="run again with MODELC_CUDA_SYNC=1 to stop at the kernel that fails (one "
+                                   "launch per kernel); run 'modelc doctor'; if both are fine, this is a bug in "
+                                   "modelc's cuda target: please report it") from None
+        return host
+
     def _results(self, plan: Plan, sums) -> np.ndarray:
-        host = sums.copy_to_host(stream=self.stream)
-        self.stream.synchronize()
+        host = self._synchronized(sums)
         out = []
         for name in self.program.result_names:
             kind, slot = plan.outputs[name]
@@ -431,8 +462,7 @@ class CudaBackend(Backend):
         result = self._cuda.device_array(max(1, data.n * per), dtype=np.float32, stream=self.stream)
         with self._pace:
             graph.run(data, None, 0, -(-data.n // batch_size), batch_size, data.n, 0, None, out=result)
-        host = result.copy_to_host(stream=self.stream)
-        self.stream.synchronize()
+        host = self._synchronized(result)
         return host[:data.n * per].reshape((data.n,) + tuple(self.program.output.shape[1:]))
 
     @property
