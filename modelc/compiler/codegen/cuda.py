@@ -46,14 +46,15 @@ class CudaData:
 
 
 class DeviceGraph:
-    """A plan bound to device memory: its kernels compiled, its buffers allocated.
+    """A plan bound to device memory: its buffers allocated, its epoch kernel or its kernels compiled
+    when first run.
     `backend` provides the stream and the resident weights (`stream`, `d_params`,
     `d_state`): a `CudaBackend`, or `cuda_harness`'s stand-in."""
 
     def __init__(self, backend, plan: Plan, epoch: bool | None = None):
         from numba import cuda
         self.backend, self.plan, self.cuda = backend, plan, cuda
-        self.kernels = compiled_kernels(plan)
+        self._kernels = None      # compiled when first launched one by one (`kernels`)
         self.capacity = 0
         self.buffers: dict[int, object] = {}
         self.values = {v.id: v for v in plan.graph.values()}
@@ -74,6 +75,14 @@ class DeviceGraph:
         self._launched = False
         self.arenas: dict[str, object] = {}
         self.spans: dict[int, tuple[int, int]] = {}
+
+    @property
+    def kernels(self) -> list:
+        """The plan's kernels as numba dispatchers, compiled (or read from numba's cache) the first
+        time they are launched one by one: the epoch kernel does not need them."""
+        if self._kernels is None:
+            self._kernels = compiled_kernels(self.plan)
+        return self._kernels
 
     def ensure(self, batch: int):
         """Buffers for `batch` rows; reallocated only when a larger batch arrives."""

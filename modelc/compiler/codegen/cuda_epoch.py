@@ -92,7 +92,7 @@ def _section(k: Kernel, tag: str, names: dict, pool: SharedPool) -> list[str]:
     numba compiles device functions only where a GPU is present, and PTX is checked without."""
     assert len(k.block) <= 2, "internal: a kernel with a 3-D block"
     bx, by = k.block[0], (k.block[1] if len(k.block) > 1 else 1)
-    dims = [_extent(e) for e in k.grid] + ["1"] * (3 - len(k.grid))
+    dims = [e.source("nb") for e in k.grid] + ["1"] * (3 - len(k.grid))
     g = [f"g{i}_{tag}" for i in range(3)]
     lines = [f"# {k.name}: {k.kind}", f"{', '.join(g)} = {', '.join(dims)}"]
     rename = {"bx": f"bx_{tag}", "by": f"by_{tag}", "bz": f"bz_{tag}", "tx": f"tx_{tag}", "ty": f"ty_{tag}"}
@@ -179,12 +179,6 @@ class _Rename(ast.NodeTransformer):
         if node.id in self.names:
             return ast.copy_location(ast.Name(self.names[node.id], node.ctx), node)
         return node
-
-
-def _extent(e) -> str:
-    total = " + ".join(t for t in ((f"{e.per_batch} * nb" if e.per_batch else ""),
-                                    (str(e.fixed) if e.fixed else "")) if t) or "0"
-    return f"max(1, ({total} + {e.div - 1}) // {e.div})"
 
 
 def _element(view: str, i: str) -> str:

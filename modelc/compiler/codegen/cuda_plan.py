@@ -112,6 +112,12 @@ class Extent:
     def blocks(self, nb: int) -> int:
         return max(1, _cdiv(self.per_batch * nb + self.fixed, self.div))
 
+    def source(self, nb: str) -> str:
+        """`blocks` as generated source, for a batch held in the variable `nb`."""
+        total = " + ".join(t for t in ((f"{self.per_batch} * {nb}" if self.per_batch else ""),
+                                        (str(self.fixed) if self.fixed else "")) if t) or "0"
+        return f"max(1, ({total} + {self.div - 1}) // {self.div})"
+
     def __str__(self) -> str:
         total = " + ".join(t for t in ((f"{self.per_batch}*nb" if self.per_batch else ""),
                                         (str(self.fixed) if self.fixed else "")) if t) or "0"
