@@ -43,9 +43,10 @@ def _compiler_error(err: Exception) -> ModelcError:
                             "(numba-cuda[cu12]) and run 'modelc doctor'")
 
 
-def plan_ptx(plan: Plan, arch: str = "sm_90", _memo: dict | None = None) -> dict[str, str]:
-    """PTX of every kernel of one plan, by kernel name. Needs the CUDA compiler
-    libraries (NVVM, libdevice), not a GPU; not available under the simulator."""
+def plan_ptx(plan: Plan, arch: str = "sm_90", _memo: dict | None = None, epoch: bool = True) -> dict[str, str]:
+    """PTX of every kernel of one plan, by kernel name, and of its epoch kernel (`EPOCH_NAME`)
+    unless `epoch` is False. Needs the CUDA compiler libraries (NVVM, libdevice), not a GPU;
+    not available under the simulator."""
     if simulator_enabled():
         raise ModelcError("PTX cannot be emitted under the CUDA simulator",
                           hint="unset NUMBA_ENABLE_CUDASIM")
@@ -68,7 +69,7 @@ def plan_ptx(plan: Plan, arch: str = "sm_90", _memo: dict | None = None) -> dict
                     raise _compiler_error(err) from None
                 raise
         out[k.name] = memo[key]
-    epoch = epoch_for(plan)
+    epoch = epoch_for(plan) if epoch else "not asked for"
     if not isinstance(epoch, str):
         try:
             with _target_device(cc):
