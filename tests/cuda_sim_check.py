@@ -48,7 +48,7 @@ from modelc.compiler.catalog import initialize  # noqa: E402
 from modelc.compiler.codegen import get_backend  # noqa: E402
 from modelc.compiler.codegen.cuda import CudaBackend  # noqa: E402
 from modelc.compiler.codegen.cuda_env import prepare_simulator  # noqa: E402
-from modelc.compiler.codegen.cuda_epoch import barriers_before  # noqa: E402
+from modelc.compiler.codegen.cuda_epoch import schedule  # noqa: E402
 from modelc.compiler.codegen.cuda_harness import run_graph as cuda_run  # noqa: E402
 from modelc.compiler.codegen.cuda_plan import GPU_CONFIG, SIM_CONFIG  # noqa: E402
 from modelc.compiler.codegen.cuda_planner import plan_graph  # noqa: E402
@@ -312,16 +312,12 @@ def _():
 
 
 def _reversed_segments(plans):
-    """Each run of kernels the epoch kernel places between two grid barriers, reversed: the
-    kernels of a run may run in any order on a GPU, so the results must not change."""
+    """Each run of kernels the epoch kernel places between two grid barriers, its units in the
+    reverse order (a joined pair stays in order): the units of a run may run in any order on a
+    GPU, so the results must not change."""
     for name, plan in plans.items():
-        kernels, run = [], []
-        for k, wait in zip(plan.kernels, barriers_before(plan.kernels)):
-            if wait:
-                kernels += run[::-1]
-                run = []
-            run.append(k)
-        plans[name] = dataclasses.replace(plan, kernels=kernels + run[::-1])
+        kernels = [k for run in schedule(plan.kernels) for unit in run[::-1] for k in unit]
+        plans[name] = dataclasses.replace(plan, kernels=kernels)
 
 
 @spec_check("kernels with no barrier between them in the epoch kernel, run in the reverse order: "

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelc.compiler.build import build_program
-from modelc.compiler.codegen.cuda_epoch import EPOCH_NAME, barriers_before, epoch_for
+from modelc.compiler.codegen.cuda_epoch import EPOCH_NAME, epoch_for, schedule
 from modelc.compiler.codegen.cuda_plan import GPU_CONFIG, PARAM_BYTES, SIM_CONFIG
 from modelc.compiler.codegen.cuda_planner import plans_for
 from modelc.grammar.parser import parse_file
@@ -53,16 +53,27 @@ def test_arguments_do_not_grow_with_the_model():
 
 
 def test_the_mnist_step_waits_only_where_a_kernel_depends_on_the_one_before():
-    """By hand: forward 0-3 each read the one before; the two products from the loss gradient
-    (g @ W3^T and h2^T @ g) are independent, and so are the next pair; the first layer's weight
-    gradient reads g1; the update writes what every gradient kernel read."""
+    """By hand: forward 0-2 each read the one before; the softmax and loss rows (3) run in the
+    last product's blocks, which hold whole rows of 10 logits; the two products from the loss
+    gradient (g @ W3^T and h2^T @ g) are independent, and so are the next pair; the first
+    layer's weight gradient reads g1; the update writes what every gradient kernel read."""
     plan = plans_for(_spec("mnist"))["train"]
-    names = [k.name for k in plan.kernels]
-    waits = barriers_before(plan.kernels)
-    together = [(names[i - 1], names[i]) for i in range(1, len(names)) if not waits[i]]
-    assert together == [("k04_matmul_d_dense_1", "k05_matmul_d_probs_kernel"),
-                        ("k06_matmul_d_dense", "k07_matmul_d_dense_1_kernel")]
-    assert epoch_for(plan).barriers == 8            # 7 between kernels, one before the next batch
+    runs = [[[k.name[:3] for k in unit] for unit in run] for run in schedule(plan.kernels)]
+    assert runs == [[["k00"]], [["k01"]], [["k02", "k03"]], [["k04"], ["k05"]], [["k06"], ["k07"]], [["k08"]],
+                    [["k09"]]]
+    assert epoch_for(plan).barriers == 7            # 6 between runs, one before the next batch
+    evaluate = schedule(plans_for(_spec("mnist"))["evaluate"].kernels)
+    assert [[[k.name[:3] for k in unit] for unit in run] for run in evaluate] == [[["k00"]], [["k01"]],
+                                                                                  [["k02", "k03"]]]
+
+
+def test_a_row_kernel_joins_only_a_product_that_holds_its_whole_rows():
+    """blobs has 3 classes: on the GPU a row of 3 takes 4 lanes and a block 64 rows, not the
+    product's 16, so the rows kernel runs after a barrier; in the simulator's 4 x 4 tiles it joins."""
+    for config, joined in ((GPU_CONFIG, False), (SIM_CONFIG, True)):
+        plan = plans_for(cuda_cases.program("blobs"), config)["train"]
+        units = [[k.kind for k in unit] for run in schedule(plan.kernels) for unit in run]
+        assert (["matmul", "rows"] in units) == joined, (config, units)
 
 
 def test_shared_tiles_are_declared_once_and_reused():

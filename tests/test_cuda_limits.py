@@ -58,7 +58,7 @@ def test_compile_for_cuda_prints_the_plan_without_a_gpu(capsys):
     assert cli.main(["compile", str(ROOT / "specs" / "mnist.model"), "--target", "cuda"]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("train: 1 launch per epoch, or per part of one between progress updates (the epoch "
-                          "kernel: 10 kernels and 8 grid barriers per step")
+                          "kernel: 10 kernels and 7 grid barriers per step")
     assert "kernel by kernel, 10 launches per step" in out
     assert "weights and optimizer state: 0.63 MiB" in out
     assert "planned only" in err or "compiled for cuda" in out

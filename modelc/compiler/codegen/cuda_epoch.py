@@ -18,10 +18,12 @@ microseconds each: launched one by one the step is host-bound. The epoch kernel
 
 The kernels' bodies are the same source as their standalone launches (they read their
 block and thread through `bx by bz tx ty`, `cuda_emit.INDEX`), inlined with their
-names renamed (`_section`), so the two ways of running a plan compute the same
+names renamed (`_unit`), so the two ways of running a plan compute the same
 thing; their shared tiles come from one pool (`SharedPool`). A grid-wide barrier stands between two
 kernels only where the second reads or writes a buffer that an unsynchronised
-kernel before it wrote, or writes one that it read (the plan's `reads`/`writes`).
+kernel before it wrote, or writes one that it read (the plan's `reads`/`writes`);
+a classifier's softmax and loss rows run in the blocks of the product before them, which
+hold whole rows (`schedule`, `_joins`).
 
 Arguments: a launch passes at most 4 KB and an array takes 56 bytes, so the epoch
 kernel does not take the arrays one by one. Every parameter, statistic and optimizer
@@ -84,36 +86,52 @@ def _threads(k: Kernel) -> int:
     return size_of(k.block)
 
 
-def _section(k: Kernel, tag: str, names: dict, pool: SharedPool) -> list[str]:
-    """Kernel k inside the epoch kernel: its arrays bound as views once, then its body for each
-    of its blocks this block takes (v strided by the grid), a block barrier after each so its
-    shared tiles are free again. The body is k's own source with its block and thread, its
+def _unit(unit: list[Kernel], tags: list[str], names: dict, pool: SharedPool) -> list[str]:
+    """Kernels run one after the other by the same blocks (one kernel, or a matmul and the row
+    kernel that joins it, `_joins`): their arrays bound as views once, then, for each block of
+    the first that this block takes (v strided by the grid), each kernel's body for its block v,
+    a block barrier after each so the shared tiles are free again and a joined kernel sees the
+    rows its block wrote. A body is the kernel's own source with its block and thread, its
     parameters and its locals renamed (`_Rename`): a device function would do the same, but
     numba compiles device functions only where a GPU is present, and PTX is checked without."""
-    assert len(k.block) <= 2, "internal: a kernel with a 3-D block"
-    bx, by = k.block[0], (k.block[1] if len(k.block) > 1 else 1)
-    dims = [e.source("nb") for e in k.grid] + ["1"] * (3 - len(k.grid))
-    g = [f"g{i}_{tag}" for i in range(3)]
-    lines = [f"# {k.name}: {k.kind}", f"{', '.join(g)} = {', '.join(dims)}"]
-    rename = {"bx": f"bx_{tag}", "by": f"by_{tag}", "bz": f"bz_{tag}", "tx": f"tx_{tag}", "ty": f"ty_{tag}"}
-    for p in k.params:
-        src = p.source
-        if src in _PER_STEP:
-            rename[p.name] = src
-        elif isinstance(src, tuple) and src[0] == "opt":
-            rename[p.name] = f"q{src[1]}_{src[2]}"
-        elif isinstance(src, tuple) and src[0] == "value":
-            rename[p.name] = f"{p.name}_{tag}"
-            lines.append(f"{p.name}_{tag} = {names[src]}")
-        else:
-            rename[p.name] = names[src]
-    body = _Rename(rename, tag, pool).apply(index_lines(k.body, k.block, device=True) + k.body)
-    lines += [f"for v in range(cuda.blockIdx.x, {g[0]} * {g[1]} * {g[2]}, cuda.gridDim.x):",
-              f"    bx_{tag} = v % {g[0]}", f"    by_{tag} = (v // {g[0]}) % {g[1]}",
-              f"    bz_{tag} = v // ({g[0]} * {g[1]})",
-              f"    tx_{tag} = t % {bx}" if by > 1 else f"    tx_{tag} = t",
-              f"    ty_{tag} = t // {bx}" if by > 1 else f"    ty_{tag} = 0"]
-    return lines + indent(body) + ["    cuda.syncthreads()"]
+    head, loop = [], []
+    for k, tag in zip(unit, tags):
+        assert len(k.block) <= 2, "internal: a kernel with a 3-D block"
+        bx, by = k.block[0], (k.block[1] if len(k.block) > 1 else 1)
+        g = [f"g{i}_{tag}" for i in range(3)]
+        dims = [e.source("nb") for e in k.grid] + ["1"] * (3 - len(k.grid))
+        head += [f"# {k.name}: {k.kind}", f"{', '.join(g)} = {', '.join(dims)}"]
+        rename = {"bx": f"bx_{tag}", "by": f"by_{tag}", "bz": f"bz_{tag}", "tx": f"tx_{tag}", "ty": f"ty_{tag}"}
+        for p in k.params:
+            src = p.source
+            if src in _PER_STEP:
+                rename[p.name] = src
+            elif isinstance(src, tuple) and src[0] == "opt":
+                rename[p.name] = f"q{src[1]}_{src[2]}"
+            elif isinstance(src, tuple) and src[0] == "value":
+                rename[p.name] = f"{p.name}_{tag}"
+                head.append(f"{p.name}_{tag} = {names[src]}")
+            else:
+                rename[p.name] = names[src]
+        loop += [f"bx_{tag} = v % {g[0]}", f"by_{tag} = (v // {g[0]}) % {g[1]}", f"bz_{tag} = v // ({g[0]} * {g[1]})",
+                 f"tx_{tag} = t % {bx}" if by > 1 else f"tx_{tag} = t", f"ty_{tag} = t // {bx}" if by > 1 else f"ty_{tag} = 0"]
+        loop += _Rename(rename, tag, pool).apply(index_lines(k.body, k.block, device=True) + k.body)
+        loop.append("cuda.syncthreads()")
+    first = [f"g{i}_{tags[0]}" for i in range(3)]
+    return head + [f"for v in range(cuda.blockIdx.x, {' * '.join(first)}, cuda.gridDim.x):"] + indent(loop)
+
+
+def _joins(a: Kernel, b: Kernel) -> bool:
+    """Whether row kernel b can run in matmul a's blocks: a's T x T block computes T whole rows
+    of its output (one tile across, rows tiled down the batch: `m0 = by * T`), and b's block
+    is the same T rows with T lanes, so b's block v reads only what a's block v wrote (the
+    softmax and loss rows of a classifier with at most T classes, after its last product)."""
+    if a.kind != "matmul" or b.kind != "rows" or a.block != b.block or len(a.block) != 2 or len(a.grid) != 2:
+        return False
+    T = a.block[0]
+    across, down = a.grid
+    return (across.per_batch == 0 and across.blocks(0) == 1 and (down.per_batch, down.fixed, down.div) == (1, 0, T)
+            and len(b.grid) == 1 and (b.grid[0].per_batch, b.grid[0].fixed, b.grid[0].div) == (1, 0, T))
 
 
 class SharedPool:
@@ -187,18 +205,26 @@ def _element(view: str, i: str) -> str:
     return f"{arena}[{rest.split(':', 1)[0]} + {i}]"
 
 
-def barriers_before(kernels: list[Kernel]) -> list[bool]:
-    """before[j]: kernel j must wait for every block of the kernels since the last barrier
-    (it reads or writes what they wrote, or writes what they read)."""
-    before, wrote, read = [], set(), set()
+def schedule(kernels: list[Kernel]) -> list[list[list[Kernel]]]:
+    """The kernels in runs between grid-wide barriers, a run a list of units (`_unit`). A kernel
+    starts a new run when it reads or writes what a kernel of the current run wrote, or writes
+    what one read; a row kernel joins the matmul before it (`_joins`) when that is the only
+    kernel of the run it depends on."""
+    runs: list[list[list[Kernel]]] = []
+
+    def conflicts(k: Kernel, a: Kernel) -> bool:
+        return bool(k.reads & a.writes or k.writes & a.writes or k.writes & a.reads)
     for k in kernels:
-        need = bool(k.reads & wrote or k.writes & wrote or k.writes & read)
-        if need:
-            wrote, read = set(), set()
-        before.append(need)
-        wrote |= k.writes
-        read |= k.reads
-    return before
+        run = runs[-1] if runs else []
+        last = run[-1] if run else []
+        others = [a for unit in run for a in unit if a is not last[-1]] if run else []
+        if len(last) == 1 and _joins(last[0], k) and not any(conflicts(k, a) for a in others):
+            last.append(k)
+        elif run and not any(conflicts(k, a) for unit in run for a in unit):
+            run.append([k])
+        else:
+            runs.append([[k]])
+    return runs
 
 
 def prediction_output(plan: Plan) -> tuple[int, int] | None:
@@ -250,9 +276,12 @@ def epoch_for(plan: Plan) -> Epoch | str:
             "    off = s * batch", "    nb = min(batch, n - off)", "    step = step0 + s - s0"]
     for gi, (first, count) in sorted(columns.items()):
         body += [f"    q{gi}_{j} = tab[(s - s0) * {width} + {first + j}]" for j in range(count)]
-    before, pool, sections = barriers_before(kernels), SharedPool(), []
-    for n, (k, wait) in enumerate(zip(kernels, before)):
-        sections += indent((["grid.sync()"] if wait else []) + _section(k, f"k{n}", names, pool))
+    runs, pool, sections, n = schedule(kernels), SharedPool(), [], 0
+    for r, run in enumerate(runs):
+        sections += indent(["grid.sync()"] if r else [])
+        for unit in run:
+            sections += indent(_unit(unit, [f"k{n + i}" for i in range(len(unit))], names, pool))
+            n += len(unit)
     body = body[:2] + pool.declarations() + body[2:] + sections
     if output is not None:
         vid, per = output
@@ -260,7 +289,7 @@ def epoch_for(plan: Plan) -> Epoch | str:
                         f"    out[off * {per} + i] = {_element(names[('value', vid)], 'i')}"])
     body.append("    grid.sync()")      # the next batch's first kernel overwrites this one's buffers
     lines = [f"def {EPOCH_NAME}({', '.join(p.name for p in params)}):",
-             f'    """{len(kernels)} kernels per batch, {sum(before) + 1} grid barriers; one call runs '
+             f'    """{len(kernels)} kernels per batch, {len(runs)} grid barriers; one call runs '
              f'batches s0..s1-1"""'] + indent(body)
     source = "\n".join(lines) + "\n"
-    return Epoch(source, params, arrays, columns, width, T, sum(before) + 1 + (output is not None))
+    return Epoch(source, params, arrays, columns, width, T, len(runs) + (output is not None))
