@@ -1,6 +1,6 @@
-"""The epoch kernel of the `cuda` target: a plan's kernels run as device functions by
-one persistent cooperative kernel per call, instead of one launch per kernel per
-batch (pure Python, never imports numba).
+"""The epoch kernel of the `cuda` target: a plan's kernels inlined in one persistent
+cooperative kernel per call, instead of one launch per kernel per batch (pure Python,
+never imports numba).
 
 A launch costs the host several microseconds plus a few per array argument, and a
 training step of a small network is a handful of dependent kernels of a few
@@ -18,18 +18,18 @@ microseconds each: launched one by one the step is host-bound. The epoch kernel
 
 The kernels' bodies are the same source as their standalone launches (they read their
 block and thread through `bx by bz tx ty`, `cuda_emit.INDEX`), inlined with their
-names renamed (`_unit`), so the two ways of running a plan compute the same
-thing; their shared tiles come from one pool (`SharedPool`). A grid-wide barrier stands between two
-kernels only where the second reads or writes a buffer that an unsynchronised
-kernel before it wrote, or writes one that it read (the plan's `reads`/`writes`);
-a classifier's softmax and loss rows run in the blocks of the product before them, which
-hold whole rows (`schedule`, `_joins`).
+names renamed (`_unit`), so the two ways of running a plan compute the same thing;
+their shared tiles come from one pool (`SharedPool`). A grid-wide barrier stands
+between two kernels only where the second reads or writes a buffer that an
+unsynchronised kernel before it wrote, or writes one that it read (the plan's
+`reads`/`writes`); a classifier's softmax and loss rows run in the blocks of the
+product before them, which hold whole rows (`schedule`, `_joins`).
 
 Arguments: a launch passes at most 4 KB and an array takes 56 bytes, so the epoch
 kernel does not take the arrays one by one. Every parameter, statistic and optimizer
 state array is a view of one weights arena (the backend's), every buffer a view of
 its graph's arena (one per dtype, `arena_of`), and the kernel takes the arenas and a
-table `sp` of where each array starts and ends: a call site passes `ar[sp[a]:sp[b]]`.
+table `sp` of where each array starts and ends: a kernel's section binds `ar[sp[a]:sp[b]]`.
 Any model's epoch kernel takes at most 15 arguments.
 
 `epoch_for(plan)` returns the `Epoch`, or the reason it cannot run this way: the
@@ -288,8 +288,8 @@ def epoch_for(plan: Plan) -> Epoch | str:
         body += indent(["grid.sync()", f"for i in range(cuda.grid(1), nb * {per}, cuda.gridsize(1)):",
                         f"    out[off * {per} + i] = {_element(names[('value', vid)], 'i')}"])
     body.append("    grid.sync()")      # the next batch's first kernel overwrites this one's buffers
+    barriers = len(runs) + (output is not None)
     lines = [f"def {EPOCH_NAME}({', '.join(p.name for p in params)}):",
-             f'    """{len(kernels)} kernels per batch, {len(runs)} grid barriers; one call runs '
+             f'    """{len(kernels)} kernels per batch, {barriers} grid barriers; one call runs '
              f'batches s0..s1-1"""'] + indent(body)
-    source = "\n".join(lines) + "\n"
-    return Epoch(source, params, arrays, columns, width, T, len(runs) + (output is not None))
+    return Epoch("\n".join(lines) + "\n", params, arrays, columns, width, T, barriers)
