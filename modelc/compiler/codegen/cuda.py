@@ -45,6 +45,18 @@ class CudaData:
     n: int
 
 
+def carve(cuda, sizes: dict, dtype, stream) -> tuple[object, dict, dict]:
+    """One device array of `dtype` holding arrays of `sizes` (key -> elements) one after the
+    other: the array, each key's (start, end) in it, and each key's view of it."""
+    arena = cuda.device_array(max(1, sum(sizes.values())), dtype=dtype, stream=stream)
+    spans, views, start = {}, {}, 0
+    for key, n in sizes.items():
+        spans[key] = (start, start + n)
+        views[key] = arena[start:start + n]
+        start += n
+    return arena, spans, views
+
+
 class DeviceGraph:
     """A plan bound to device memory: its buffers allocated, its epoch kernel or its kernels compiled
     when first run.
@@ -71,7 +83,7 @@ class DeviceGraph:
             epoch = os.environ.get("MODELC_CUDA_EPOCH", "1") != "0"
         self.epoch = epoch_for(plan) if epoch else "one launch per kernel was asked for"
         self._epoch_kernel = None
-        self._spans = self._table = None
+        self._span_table = self._table = None
         self._launched = False
         self.arenas: dict[str, object] = {}
         self.spans: dict[int, tuple[int, int]] = {}
@@ -88,26 +100,22 @@ class DeviceGraph:
         """Buffers for `batch` rows; reallocated only when a larger batch arrives."""
         if batch <= self.capacity:
             return
-        sizes = {vid: max(1, buf.per_row * (batch if buf.batched else 1)) for vid, buf in self.plan.buffers.items()}
         self.arenas, self.spans = {}, {}
         for kind, dtype in (("f32", np.float32), ("i64", np.int64)):
-            ids = [vid for vid in sizes if arena_of(self.plan, vid) == kind]
-            if ids:   # one allocation per dtype; each buffer a view of it (the epoch kernel takes the arena)
-                self.arenas[kind] = arena = self.cuda.device_array(sum(sizes[v] for v in ids), dtype=dtype,
-                                                                   stream=self.backend.stream)
-                start = 0
-                for vid in ids:
-                    self.spans[vid] = (start, start + sizes[vid])
-                    self.buffers[vid] = arena[start:start + sizes[vid]]
-                    start += sizes[vid]
+            sizes = {vid: max(1, buf.size(batch)) for vid, buf in self.plan.buffers.items()
+                     if arena_of(self.plan, vid) == kind}
+            if sizes:   # one allocation per dtype; each buffer a view of it (the epoch kernel takes the arena)
+                self.arenas[kind], spans, views = carve(self.cuda, sizes, dtype, self.backend.stream)
+                self.spans.update(spans)
+                self.buffers.update(views)
         self.capacity = batch
-        self.bound = None
+        self.bound = self._span_table = None
 
     def _bind(self):
-        """Resolve every argument that does not change per step, once."""
-        self._spans = None
+        """Resolve every argument of the kernels launched one by one that does not change per
+        step, once."""
         b = self.backend
-        for k in self.plan.oversized() if self._per_kernel() else ():
+        for k in self.plan.oversized():
             reason = self.epoch if isinstance(self.epoch, str) else "MODELC_CUDA_SYNC=1"
             raise ModelcError(f"the cuda kernel {k.name} takes {k.param_bytes()} bytes of arguments, more than "
                               f"a launch's {PARAM_BYTES}: this model runs on the GPU only in the epoch kernel, "
@@ -215,15 +223,15 @@ class DeviceGraph:
                     out[off * per:(off + nb) * per].copy_to_device(self.buffers[vid][:nb * per],
                                                                    stream=self.backend.stream)
             return
-        if self.bound is None:
-            self._bind()
-        if self._spans is None:
+        if self.backend.d_weights is None:
+            raise ModelcError("the cuda backend has no weights yet", hint="load the weights (load_state) before running")
+        if self._span_table is None:     # where each array lies in its arena, until the buffers move
             spans = [self._span(src[1]) for src in self.epoch.arrays]
-            self._spans = self.cuda.to_device(np.array(spans or [(0, 0)], np.int64).reshape(-1),
-                                              stream=self.backend.stream)
+            self._span_table = self.cuda.to_device(np.array(spans or [(0, 0)], np.int64).reshape(-1),
+                                                   stream=self.backend.stream)
         self._table = self._step_table(s1 - s0, step0, lr_scale)      # alive while the kernel may read it
         given = {"s0": s0, "s1": s1, "batch": batch, "n": n, "step0": step0, "idx": idx, "sums": sums,
-                 "tab": self._table, "spans": self._spans, ("out",): out, ("data", "x"): data.x,
+                 "tab": self._table, "spans": self._span_table, ("out",): out, ("data", "x"): data.x,
                  ("data", "y"): data.y, ("arena", "weights"): self.backend.d_weights,
                  ("arena", "f32"): self.arenas.get("f32"), ("arena", "i64"): self.arenas.get("i64")}
         args = [given[p.source] for p in self.epoch.params]
@@ -333,16 +341,12 @@ class CudaBackend(Backend):
     def _allocate_weights(self):
         """One device array for every parameter, statistic and optimizer state array, each a view
         of it (`spans`: name -> where), so the epoch kernel takes the weights as one argument."""
-        arrays = [(self.d_params, i.value.name, i.value.shape) for i in self.program.params]
-        arrays += [(self.d_state, v.name, v.shape) for v in self.program.state]
-        self.d_weights = self._cuda.device_array(max(1, sum(size_of(a[2]) for a in arrays)), dtype=np.float32,
-                                                 stream=self.stream)
-        start = 0
-        for store, name, shape in arrays:
-            self._shapes[name] = tuple(shape)
-            self.spans[name] = (start, start + size_of(shape))
-            store[name] = self.d_weights[start:start + size_of(shape)]
-            start += size_of(shape)
+        values = [i.value for i in self.program.params] + list(self.program.state)
+        self._shapes.update((v.name, tuple(v.shape)) for v in values)
+        self.d_weights, self.spans, views = carve(self._cuda, {v.name: size_of(v.shape) for v in values},
+                                                  np.float32, self.stream)
+        self.d_params.update((i.value.name, views[i.value.name]) for i in self.program.params)
+        self.d_state.update((v.name, views[v.name]) for v in self.program.state)
 
     def load_state(self, params, state):
         if self.d_weights is None:
@@ -448,7 +452,7 @@ class CudaBackend(Backend):
         """Rows per batch for evaluate and predict: their results do not depend on the batch, so
         the device takes the larger of the batch given and INFERENCE_ROWS (fewer when their
         buffers would pass INFERENCE_BYTES), within one launch's limit and the data."""
-        per_row = sum(b.per_row * (8 if b.dtype == I64 else 4) for b in plan.buffers.values() if b.batched)
+        per_row = sum(b.nbytes(1) for b in plan.buffers.values() if b.batched)
         rows = max(batch_size, min(INFERENCE_ROWS, INFERENCE_BYTES // max(1, per_row)))
         return max(1, min(rows, plan.max_rows(), n))
 

@@ -42,7 +42,7 @@ import ast
 from dataclasses import dataclass
 
 from modelc.compiler.codegen.cuda_emit import index_lines
-from modelc.compiler.codegen.cuda_plan import ARG_BYTES, PARAM_BYTES, KParam, Kernel, Plan, indent, size_of
+from modelc.compiler.codegen.cuda_plan import PARAM_BYTES, KParam, Kernel, Plan, indent, param_bytes, size_of
 from modelc.compiler.ir import I64
 
 EPOCH_NAME = "epoch"
@@ -68,7 +68,7 @@ class Epoch:
     barriers: int
 
     def param_bytes(self) -> int:
-        return sum(ARG_BYTES[p.type] for p in self.params)
+        return param_bytes(self.params)
 
     def blocks_needed(self, kernels: list[Kernel], nb: int) -> int:
         """The most blocks any one kernel of a batch of nb rows has: more would idle."""
@@ -199,12 +199,6 @@ class _Rename(ast.NodeTransformer):
         return node
 
 
-def _element(view: str, i: str) -> str:
-    """Element i of an arena view `ar[sp[a]:sp[b]]`, read from the arena directly."""
-    arena, rest = view.split("[", 1)
-    return f"{arena}[{rest.split(':', 1)[0]} + {i}]"
-
-
 def schedule(kernels: list[Kernel]) -> list[list[list[Kernel]]]:
     """The kernels in runs between grid-wide barriers, a run a list of units (`_unit`). A kernel
     starts a new run when it reads or writes what a kernel of the current run wrote, or writes
@@ -242,7 +236,7 @@ def epoch_for(plan: Plan) -> Epoch | str:
         return f"its kernels' blocks differ in size ({sorted(threads)} threads)"
     T = threads.pop()
     # every array is a view of an arena: one argument per arena, and a table of where each lies
-    direct, arrays, names = list(_HEAD), [], {}
+    direct, arrays, names, at = list(_HEAD), [], {}, {}
     arenas: dict[str, KParam] = {}
     columns: dict[int, tuple[int, int]] = {}
     for k in kernels:
@@ -258,6 +252,7 @@ def epoch_for(plan: Plan) -> Epoch | str:
                                                         ("arena", kind)))
                 j = len(arrays)
                 arrays.append(src)
+                at[src] = (arena.name, f"sp[{2 * j}]")        # its arena, and where it starts there
                 names[src] = f"{arena.name}[sp[{2 * j}]:sp[{2 * j + 1}]]"
             else:
                 names[src] = f"a{len(direct)}"
@@ -269,7 +264,7 @@ def epoch_for(plan: Plan) -> Epoch | str:
     params = direct + list(arenas.values()) + ([KParam("sp", "i64[]", "spans")] if arrays else [])
     params += [KParam("tab", "f32[]", "tab")] if width else []
     params += [KParam("out", "f32[]", ("out",))] if output is not None else []
-    nbytes = sum(ARG_BYTES[p.type] for p in params)
+    nbytes = param_bytes(params)
     assert nbytes <= PARAM_BYTES, f"internal: the epoch kernel takes {nbytes} bytes of arguments"
 
     body = ["grid = cuda.cg.this_grid()", "t = cuda.threadIdx.x", "for s in range(s0, s1):",
@@ -285,8 +280,9 @@ def epoch_for(plan: Plan) -> Epoch | str:
     body = body[:2] + pool.declarations() + body[2:] + sections
     if output is not None:
         vid, per = output
+        arena, start = at[("value", vid)]
         body += indent(["grid.sync()", f"for i in range(cuda.grid(1), nb * {per}, cuda.gridsize(1)):",
-                        f"    out[off * {per} + i] = {_element(names[('value', vid)], 'i')}"])
+                        f"    out[off * {per} + i] = {arena}[{start} + i]"])
     body.append("    grid.sync()")      # the next batch's first kernel overwrites this one's buffers
     barriers = len(runs) + (output is not None)
     lines = [f"def {EPOCH_NAME}({', '.join(p.name for p in params)}):",

@@ -66,7 +66,7 @@ def run_graph(graph, feeds: dict, params: dict, state: dict, step: int = 0,
             outputs[key] = np.float32(host_sums[ref] / nb)
         else:
             v = plan.buffers[ref]
-            n = v.per_row * (nb if v.batched else 1)
+            n = v.size(nb)
             shape = graph.outputs[key].shape
             shape = tuple(nb if d == "B" else d for d in shape)
             outputs[key] = dg.buffers[ref].copy_to_host()[:n].reshape(shape)

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from modelc.compiler.ir import Graph, Op, Value, format_op
+from modelc.compiler.ir import I64, Graph, Op, Value, format_op
 from modelc.errors import ModelcError
 
 
@@ -102,6 +102,11 @@ class KParam:
     source: object
 
 
+def param_bytes(params: list[KParam]) -> int:
+    """Bytes of a launch's parameter buffer that arguments `params` take."""
+    return sum(ARG_BYTES[p.type] for p in params)
+
+
 @dataclass
 class Extent:
     """A launch dimension: ceil((per_batch * nb + fixed) / div) blocks."""
@@ -141,7 +146,7 @@ class Kernel:
         return tuple(e.blocks(nb) for e in self.grid)
 
     def param_bytes(self) -> int:
-        return sum(ARG_BYTES[p.type] for p in self.params)
+        return param_bytes(self.params)
 
     def signature_text(self) -> str:
         names = {"f32[]": "float32[::1]", "i64[]": "int64[::1]", "f64[]": "float64[::1]",
@@ -173,6 +178,13 @@ class Buffer:
     batched: bool
     per_row: int            # elements per sample (batched) or in total
     dtype: str
+
+    def size(self, rows: int) -> int:
+        """Elements it holds for a batch of `rows`."""
+        return self.per_row * (rows if self.batched else 1)
+
+    def nbytes(self, rows: int) -> int:
+        return self.size(rows) * (8 if self.dtype == I64 else 4)
 
 
 @dataclass
@@ -221,8 +233,7 @@ def plans_text(plans: dict[str, Plan], weights: int, batch: int, epochs: dict) -
     lines = []
     for name, plan in plans.items():
         per = "per step" if name == "train" else "per batch"
-        buffers = sum(b.per_row * (batch if b.batched else 1) * (8 if b.dtype == "i64" else 4)
-                      for b in plan.buffers.values())
+        buffers = sum(b.nbytes(batch) for b in plan.buffers.values())
         epoch = epochs[name]
         if isinstance(epoch, str):
             lines.append(f"{name}: {len(plan.kernels)} launches {per} (no epoch kernel: {epoch})")
