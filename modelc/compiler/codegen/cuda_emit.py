@@ -115,8 +115,8 @@ class KernelBuilder:
 
     def finish(self, body: list[str], grid, block, doc: str) -> Kernel:
         """The kernel: `body` reads its block and thread through the names of `INDEX`, defined
-        from numba's `cuda.blockIdx`/`cuda.threadIdx` in the standalone kernel, and passed in
-        by the epoch kernel that runs it as a device function (`cuda_epoch`)."""
+        from numba's `cuda.blockIdx`/`cuda.threadIdx` in the standalone kernel, and set by the
+        epoch kernel that inlines it (`cuda_epoch`)."""
         args = ", ".join(p.name for p in self.params)
         lines = [f"def {self.name}({args}):", f'    """{doc}"""']
         lines += ["    " + line if line else "" for line in index_lines(body, tuple(block)) + body]
@@ -130,7 +130,7 @@ INDEX = {"bx": "cuda.blockIdx.x", "by": "cuda.blockIdx.y", "bz": "cuda.blockIdx.
 
 def index_lines(body: list[str], block: tuple, device: bool = False) -> list[str]:
     """The definitions of the block and thread names `body` uses (`gi`: the thread's index in
-    a 1-D grid, `cuda.grid(1)`); with `device`, only `gi`: the others are parameters."""
+    a 1-D grid, `cuda.grid(1)`); with `device`, only `gi`: the epoch kernel sets the others."""
     text = "\n".join(body)
     used = {n for n in (*INDEX, "gi") if re.search(rf"\b{n}\b", text)}
     if "gi" in used:

@@ -4,7 +4,8 @@
 (see `modelc.files.cache_root`; `cache.py` heals a damaged entry) and imports it
 once per process, so numba's on-disk cache (`cache=True`) finds the compiled
 kernels again on the next run; `compiled_kernels` compiles (or loads) every kernel
-of a plan, `compiled_epoch` its epoch kernel; `kernel_signature` is the explicit numba signature of one kernel.
+of a plan, `compiled_epoch` its epoch kernel; `kernel_signature` is the explicit numba
+signature of one kernel.
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ def _load_epoch(plan: Plan, epoch: Epoch, ready):
 
 
 def epoch_function(plan: Plan, epoch: Epoch):
-    """The Python function of a plan's epoch kernel (`cuda_epoch`), from the plan's module with
-    the kernels' device functions and the epoch kernel after it, cached by its own hash."""
+    """The Python function of a plan's epoch kernel (`cuda_epoch`): the plan's module with the
+    epoch kernel after it, cached by its own hash."""
     return _load_epoch(plan, epoch, lambda module: getattr(module, EPOCH_NAME))
 
 

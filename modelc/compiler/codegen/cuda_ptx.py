@@ -58,27 +58,28 @@ def plan_ptx(plan: Plan, arch: str = "sm_90", _memo: dict | None = None, epoch: 
     for k in plan.kernels:
         key = (k.source, k.signature_text(), cc)      # evaluate and predict share kernels
         if key not in memo:
-            try:
+            with _compiling():
                 memo[key], _ = cuda.compile_ptx(getattr(module, k.name), kernel_signature(k), cc=cc)
-            except ModelcError:
-                raise
-            except Exception as err:
-                # NVVM or libdevice missing is the user's to fix; NVVM rejecting a
-                # kernel (NvvmError) or a typing error is a compiler bug and propagates.
-                if type(err).__name__ in ("NvvmSupportError", "CudaSupportError"):
-                    raise _compiler_error(err) from None
-                raise
         out[k.name] = memo[key]
     epoch = epoch_for(plan) if epoch else "not asked for"
     if not isinstance(epoch, str):
-        try:
-            with _target_device(cc):
-                out[EPOCH_NAME], _ = cuda.compile_ptx(epoch_function(plan, epoch), signature(epoch.params), cc=cc)
-        except Exception as err:
-            if type(err).__name__ in ("NvvmSupportError", "CudaSupportError"):
-                raise _compiler_error(err) from None
-            raise
+        with _compiling(), _target_device(cc):
+            out[EPOCH_NAME], _ = cuda.compile_ptx(epoch_function(plan, epoch), signature(epoch.params), cc=cc)
     return out
+
+
+@contextlib.contextmanager
+def _compiling():
+    """NVVM or libdevice missing is the user's to fix, said as such; NVVM rejecting a kernel
+    (NvvmError) or a typing error is a compiler bug and propagates."""
+    try:
+        yield
+    except ModelcError:
+        raise
+    except Exception as err:
+        if type(err).__name__ in ("NvvmSupportError", "CudaSupportError"):
+            raise _compiler_error(err) from None
+        raise
 
 
 @contextlib.contextmanager
