@@ -27,6 +27,7 @@ import traceback
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -211,12 +212,8 @@ def modes_fields(spec, train, sizes: Sizes):
     (MODELC_CUDA_EPOCH=0), from the same seed: seconds and how far apart the weights end."""
     runs = {}
     for mode, flag in (("epoch_kernel", "1"), ("kernel_by_kernel", "0")):
-        saved = os.environ.get("MODELC_CUDA_EPOCH")
-        os.environ["MODELC_CUDA_EPOCH"] = flag
-        try:
+        with mock.patch.dict(os.environ, MODELC_CUDA_EPOCH=flag):
             model, _, seconds = _trained(spec, "cuda", train, 1, sizes.batch)
-        finally:
-            os.environ.pop("MODELC_CUDA_EPOCH") if saved is None else os.environ.update(MODELC_CUDA_EPOCH=saved)
         runs[mode] = (model, seconds[0], model.backend.launch_mode)
     worst = max(float(np.max(np.abs(a - b))) if a.size else 0.0
                 for a, b in zip(runs["epoch_kernel"][0].get_weights(), runs["kernel_by_kernel"][0].get_weights()))

@@ -44,7 +44,6 @@ import numpy as np  # noqa: E402
 from numba.core import config as _numba_config  # noqa: E402
 
 from tests import cuda_cases  # noqa: E402
-from modelc.compiler.catalog import initialize  # noqa: E402
 from modelc.compiler.codegen import get_backend  # noqa: E402
 from modelc.compiler.codegen.cuda import CudaBackend  # noqa: E402
 from modelc.compiler.codegen.cuda_env import prepare_simulator  # noqa: E402
@@ -54,6 +53,7 @@ from modelc.compiler.codegen.cuda_plan import GPU_CONFIG, SIM_CONFIG  # noqa: E4
 from modelc.compiler.codegen.cuda_planner import plan_graph  # noqa: E402
 from modelc.compiler.codegen.numpy_target import run_graph as numpy_run  # noqa: E402
 from modelc.errors import ModelcError  # noqa: E402
+from modelc.runtime.seeding import initial_weights  # noqa: E402
 
 assert _numba_config.ENABLE_CUDASIM or DEVICE, "numba did not pick up NUMBA_ENABLE_CUDASIM"
 if DEVICE:
@@ -119,6 +119,11 @@ def check_case(c: cuda_cases.Case) -> float:
 
 # ---------------------------------------------------------------- whole specs
 
+def fresh(prog, rng) -> tuple[dict, dict]:
+    """A program's parameters drawn by their initializers from `rng`, and zeroed state."""
+    return initial_weights(prog, rng), {v.name: np.zeros(v.shape, np.float32) for v in prog.state}
+
+
 def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE, config=None, lr_scale=1.0, epoch=True,
                      plans=None):
     """Same weights, same batches on numpy and cuda: the result sums, every parameter
@@ -127,11 +132,10 @@ def compare_training(prog, n, steps, batch=cuda_cases.BATCH_SIZE, config=None, l
     simulator's small blocks); `epoch`: in the epoch kernel (which every case must get) or
     kernel by kernel; `plans(backend.plans)`: changes the plans before they run."""
     rng = np.random.default_rng(7)
-    params = {i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out) for i in prog.params}
+    params, state = fresh(prog, rng)
     for info in prog.params:   # non-zero biases, so bias paths matter from the first step
         if info.init == "zeros":
             params[info.value.name] = cuda_cases.randn(rng, *info.value.shape, scale=0.1)
-    state = {v.name: np.zeros(v.shape, np.float32) for v in prog.state}
     x, y = cuda_cases.spec_data(prog, n, rng)
     order = rng.permutation(n)
     results = {}
@@ -209,8 +213,7 @@ def _():
 def _():
     prog = cuda_cases.program("blobs")
     rng = np.random.default_rng(3)
-    params = {i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out) for i in prog.params}
-    state = {v.name: np.zeros(v.shape, np.float32) for v in prog.state}
+    params, state = fresh(prog, rng)
     x, y = cuda_cases.spec_data(prog, 28, rng)
     first, second = rng.permutation(28), rng.permutation(28)
     got = {}
@@ -290,8 +293,7 @@ def _():
         backend = CudaBackend(prog)
         reference = get_backend("numpy", prog)
         rng = np.random.default_rng(2)
-        params = {i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out) for i in prog.params}
-        state = {v.name: np.zeros(v.shape, np.float32) for v in prog.state}
+        params, state = fresh(prog, rng)
         x, y = cuda_cases.spec_data(prog, 40, rng)
         worst = 0.0
         for b in (backend, reference):
@@ -334,8 +336,7 @@ def _():
     import warnings
     prog = cuda_cases.program("blobs")
     rng = np.random.default_rng(5)
-    params = {i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out) for i in prog.params}
-    state = {v.name: np.zeros(v.shape, np.float32) for v in prog.state}
+    params, state = fresh(prog, rng)
     x, y = cuda_cases.spec_data(prog, 16, rng)
     want = get_backend("numpy", prog)
     want.load_state(params, state)
@@ -378,8 +379,7 @@ def _():
     prog = cuda_cases.program("blobs")
     backend = CudaBackend(prog)
     rng = np.random.default_rng(4)
-    backend.load_state({i.value.name: initialize(i.init, rng, i.value.shape, i.fan_in, i.fan_out)
-                        for i in prog.params}, {v.name: np.zeros(v.shape, np.float32) for v in prog.state})
+    backend.load_state(*fresh(prog, rng))
     x, y = cuda_cases.spec_data(prog, 8, rng)
     data = backend.upload(x, y)
     graph = backend._graph("train")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from modelc.compiler.build import build_program
-from modelc.compiler.catalog import LOSSES, initialize
+from modelc.compiler.catalog import LOSSES
 from modelc.compiler.codegen import get_backend
 from modelc.grammar.parser import parse
+from modelc.runtime.seeding import initial_weights
 
 
 def sample_data(program, n: int, seed: int = 1):
@@ -31,9 +32,7 @@ def sample_data(program, n: int, seed: int = 1):
 
 
 def initial_state(program, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    params = {p.value.name: initialize(p.init, rng, p.value.shape, p.fan_in, p.fan_out) for p in program.params}
-    return params, program.initial_state()
+    return initial_weights(program, seed), program.initial_state()
 
 
 def run(target: str, program, x, y, steps: int, batch: int):

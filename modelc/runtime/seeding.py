@@ -27,9 +27,10 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def initial_weights(program, seed: int) -> dict[str, np.ndarray]:
-    """Every parameter drawn from one generator seeded with `seed`, in `program.params` order."""
-    rng = np.random.default_rng(seed)
+def initial_weights(program, seed: int | np.random.Generator) -> dict[str, np.ndarray]:
+    """Every parameter drawn from one generator seeded with `seed` (or from the generator
+    given, which draws on), in `program.params` order."""
+    rng = np.random.default_rng(seed)      # a Generator comes back unaltered
     return {p.value.name: initialize(p.init, rng, tuple(p.value.shape), p.fan_in, p.fan_out)
             for p in program.params}
 
